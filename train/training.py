@@ -1,0 +1,118 @@
+"""Train the seed model on MNIST and save the model, its history and its learning curves."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from edge_runtime import atomic_files, preprocessing
+from train import data, model
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+CURVES_FILE = "training_curves.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run; `python -m train` flags map onto these fields."""
+
+    output_dir: pathlib.Path = pathlib.Path("artifacts")
+    data_source: pathlib.Path | None = None  # None: the pinned MNIST; else IDX directory or .npz
+    cache_dir: pathlib.Path | None = None
+    epochs: int = 3
+    batch_size: int = 128
+    validation_split: float = 0.1
+    dropout_rate: float = 0.5
+    seed: int = 1337
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ValueError(f"validation split must be in [0, 1), got {self.validation_split}")
+
+
+def train(config):
+    """Run one training and write model.keras, history.json and training_curves.png.
+
+    Returns: a dict of results (test accuracy and loss, epochs, seconds, paths).
+    """
+    import keras
+    import tensorflow as tf
+
+    dataset = data.load_dataset(config.data_source, config.cache_dir)
+    x_train = preprocessing.to_model_input(dataset.x_train, name="training images")
+    x_test = preprocessing.to_model_input(dataset.x_test, name="test images")
+    y_train = keras.utils.to_categorical(dataset.y_train, len(preprocessing.LABELS))
+    y_test = keras.utils.to_categorical(dataset.y_test, len(preprocessing.LABELS))
+
+    # Seeds every generator Keras uses (weights, dropout, shuffling) and makes TensorFlow pick
+    # deterministic kernels, so two runs on one machine give the same model.
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    network = model.build_model(config.dropout_rate)
+    network.summary()
+    network.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    started = time.monotonic()
+    history = network.fit(
+        x_train,
+        y_train,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_split=config.validation_split,
+        verbose=2 if os.environ.get("CI") else "auto",
+    )
+    seconds = time.monotonic() - started
+    test_loss, test_accuracy = network.evaluate(x_test, y_test, verbose=0)
+    print(f"Test loss: {test_loss:.4f}  Test accuracy: {100 * test_accuracy:.2f}%")
+
+    output_dir = pathlib.Path(config.output_dir)
+    results = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "test_images": int(len(x_test)),
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "training_seconds": round(seconds, 1),
+        "parameters": int(network.count_params()),
+        "history": {name: [float(value) for value in values] for name, values in history.history.items()},
+        "config": {key: str(value) if isinstance(value, pathlib.Path) else value
+                   for key, value in dataclasses.asdict(config).items()},
+    }
+    atomic_files.write_text_atomically(output_dir / HISTORY_FILE, json.dumps(results, indent=2) + "\n")
+    plot_history(results["history"], output_dir / CURVES_FILE)
+    # The model is written last: the Makefile takes its presence as "training finished".
+    with atomic_files.atomic_output(output_dir / MODEL_FILE) as temporary:
+        network.save(temporary)
+    return results
+
+
+def plot_history(history, path):
+    """Draw loss and accuracy per epoch (training and validation) side by side into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    figure, (loss_axis, accuracy_axis) = pyplot.subplots(1, 2, figsize=(10, 4))
+    for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
+        axis.plot(epochs, history[metric], marker="o", label="training")
+        if f"val_{metric}" in history:
+            axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.set_xticks(epochs)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    with atomic_files.atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=100)
+    pyplot.close(figure)
