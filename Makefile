@@ -1,0 +1,52 @@
+# mnist-edge: `make train export` builds the models, `make test` checks everything.
+# Each stage is a file target, so re-running a stage whose inputs did not change does nothing.
+
+PYTHON_FOR_VENV ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+ARTIFACTS ?= artifacts
+# Optional: your own data, an IDX directory or a Keras-layout .npz (see README).
+DATA ?=
+DATA_FLAG := $(if $(DATA),--data $(DATA),)
+VENV_STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv train export test test-fast lock clean
+.DELETE_ON_ERROR:
+
+venv: $(VENV_STAMP)
+
+# The venv is (re)built from the lock file: exact versions, so a clone builds the same thing later.
+$(VENV_STAMP): requirements/workstation.lock pyproject.toml
+	test -x $(PYTHON) || $(PYTHON_FOR_VENV) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements/workstation.lock
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+train: $(ARTIFACTS)/model.keras
+
+$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py)
+	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG)
+
+export: $(ARTIFACTS)/manifest.json
+
+$(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py)
+	$(PYTHON) -m export --model $(ARTIFACTS)/model.keras --output-dir $(ARTIFACTS) $(DATA_FLAG)
+
+test: $(VENV_STAMP)
+	$(PYTHON) -m pytest
+
+# Unit and CLI tests only: seconds instead of minutes.
+test-fast: $(VENV_STAMP)
+	$(PYTHON) -m pytest -m "not slow"
+
+# Re-resolve the workstation pins from pyproject's extras (needs the package index).
+lock:
+	rm -rf .venv-lock && $(PYTHON_FOR_VENV) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -e '.[train,dev]'
+	{ echo "# Exact versions for the workstation venv (make venv). Regenerate with 'make lock'."; \
+	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^mnist-edge'; } > requirements/workstation.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(ARTIFACTS)

@@ -1,0 +1,47 @@
+"""`python -m export`: turn artifacts/model.keras into int8/float TFLite and ONNX files plus a manifest."""
+
+import argparse
+import pathlib
+import sys
+
+from export import pipeline, to_onnx, validation
+from train import data
+
+
+def parse_args(argv):
+    defaults = pipeline.ExportConfig()
+    tolerances = validation.Tolerances()
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("--model", type=pathlib.Path, default=defaults.model_path, dest="model_path")
+    parser.add_argument("--output-dir", type=pathlib.Path, default=defaults.output_dir)
+    parser.add_argument("--data", type=pathlib.Path, default=None, dest="data_source",
+                        help="IDX directory or Keras-layout .npz the model was trained on (default: the pinned MNIST)")
+    parser.add_argument("--cache-dir", type=pathlib.Path, default=None)
+    parser.add_argument("--calibration-size", type=int, default=defaults.calibration_size,
+                        help="training images used to calibrate int8 ranges (stratified by class)")
+    parser.add_argument("--calibration-seed", type=int, default=defaults.calibration_seed)
+    parser.add_argument("--onnx-calibration-method", choices=to_onnx.CALIBRATION_METHODS,
+                        default=defaults.onnx_calibration_method)
+    parser.add_argument("--max-int8-drop", type=float, default=tolerances.int8_max_accuracy_drop_points,
+                        help="largest accepted int8 accuracy loss against Keras, in percentage points")
+    parser.add_argument("--float-probability-tolerance", type=float,
+                        default=tolerances.float_max_probability_difference)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    arguments = vars(parse_args(argv))
+    try:
+        tolerances = validation.Tolerances(
+            int8_max_accuracy_drop_points=arguments.pop("max_int8_drop"),
+            float_max_probability_difference=arguments.pop("float_probability_tolerance"),
+        )
+        pipeline.run_export(pipeline.ExportConfig(tolerances=tolerances, **arguments))
+    except (ValueError, FileNotFoundError, data.DataError, validation.ExportValidationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
