@@ -11,7 +11,7 @@ DATA_FLAG := $(if $(DATA),--data $(DATA),)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export test test-fast lock clean
+.PHONY: venv train export test test-fast system-deps lock clean
 .DELETE_ON_ERROR:
 
 venv: $(VENV_STAMP)
@@ -39,6 +39,12 @@ test: $(VENV_STAMP)
 # Unit and CLI tests only: seconds instead of minutes.
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
+
+# Debian packages some tests use: real IDX files (Fashion-MNIST). Needs root; CI runs it.
+SYSTEM_PACKAGES := dataset-fashion-mnist
+system-deps:
+	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 
 # Re-resolve the workstation pins from pyproject's extras (needs the package index).
 lock:

@@ -1,8 +1,12 @@
 """`python -m export`: turn artifacts/model.keras into int8/float TFLite and ONNX files plus a manifest."""
 
 import argparse
+import os
 import pathlib
 import sys
+
+# TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from export import pipeline, to_onnx, validation
 from train import data

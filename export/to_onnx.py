@@ -29,6 +29,7 @@ def convert_float(keras_model, path):
     def serve(image):
         return {OUTPUT_NAME: keras_model(image, training=False)}
 
+    tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
     tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET, output_path=str(path))
     onnx.checker.check_model(str(path), full_check=True)
 

@@ -1,11 +1,15 @@
 """TFLite export: a float32 reference model and a full-integer int8 model (int8 input and output)."""
 
+import contextlib
+import io
+import warnings
+
 
 def convert_float(keras_model):
     """Return the float32 TFLite flatbuffer (bytes) of `keras_model`."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
+    return run_converter(tf.lite.TFLiteConverter.from_keras_model(keras_model))
 
 
 def convert_int8(keras_model, calibration_images):
@@ -27,4 +31,15 @@ def convert_int8(keras_model, calibration_images):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    return run_converter(converter)
+
+
+def run_converter(converter):
+    """Convert, keeping the converter's own noise out of the user's terminal.
+
+    Keras 3 prints a full SavedModel signature listing on every conversion, and TF warns about
+    input statistics that full-integer conversion with a representative dataset does not need.
+    """
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()

@@ -1,8 +1,12 @@
 """`python -m train`: train the seed model for three epochs and save it under artifacts/."""
 
 import argparse
+import os
 import pathlib
 import sys
+
+# TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train import data, training
 

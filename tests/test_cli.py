@@ -1,0 +1,24 @@
+"""The training and export commands, run for real in a subprocess, on bad input."""
+
+from tests.conftest import run_cli
+
+
+def test_export_without_a_model_says_what_to_do(tmp_path):
+    result = run_cli("-m", "export", "--model", str(tmp_path / "model.keras"), "--output-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'model.keras'}: no trained model; run 'make train' first"
+
+
+def test_train_refuses_a_corrupt_dataset_in_one_line(tmp_path):
+    bad = tmp_path / "mnist.npz"
+    bad.write_bytes(b"this is not a zip archive")
+    result = run_cli("-m", "train", "--data", str(bad), "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a readable .npz file")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_train_refuses_zero_epochs(tmp_path):
+    result = run_cli("-m", "train", "--epochs", "0", "--output-dir", str(tmp_path))
+    assert result.returncode == 2 and "epochs must be at least 1, got 0" in result.stderr

@@ -1,0 +1,82 @@
+"""The whole chain for real: train three epochs, export four files, validate them, read the manifest.
+
+Slow (about a minute and a half on two cores): it runs TensorFlow training, the TFLite and ONNX
+converters and the interpreters, each through its command line as a user would.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_runtime import classifier, manifest
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+EXPORTS = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train and export once for the whole module; return the output directory."""
+    output = tmp_path_factory.mktemp("artifacts")
+    trained_run = run_cli("-m", "train", "--output-dir", str(output))
+    assert trained_run.returncode == 0, trained_run.stderr[-3000:]
+    exported = run_cli("-m", "export", "--model", str(output / "model.keras"), "--output-dir", str(output))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    return output
+
+
+def test_float_model_reaches_the_seed_accuracy(trained):
+    history = json.loads((trained / "history.json").read_text())
+    assert history["epochs"] == 3 and len(history["history"]["val_accuracy"]) == 3
+    assert history["parameters"] == 34826
+    assert history["test_accuracy"] >= 0.980
+    assert (trained / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_int8_export_is_within_half_a_point_of_float(trained):
+    document = manifest.read_manifest(trained / "manifest.json")
+    keras_accuracy = document["source_model"]["test_accuracy"]
+    assert set(document["files"]) == set(EXPORTS)
+    for name in ("model_int8.tflite", "model_int8.onnx"):
+        drop_points = 100 * (keras_accuracy - document["files"][name]["test_accuracy"])
+        assert drop_points <= 0.5, f"{name} lost {drop_points:.2f} points"
+    for name in ("model_f32.tflite", "model_f32.onnx"):
+        assert document["files"][name]["agreement_with_keras"] >= 0.999
+
+
+def test_manifest_describes_the_files_as_they_are(trained, mnist):
+    document = manifest.read_manifest(trained / "manifest.json")
+    for name in EXPORTS:
+        entry = document["files"][name]
+        assert entry["sha256"] == manifest.sha256_of(trained / name)
+        assert entry["bytes"] == (trained / name).stat().st_size
+    int8 = document["files"]["model_int8.tflite"]
+    assert int8["input"]["dtype"] == "int8" and int8["output"]["dtype"] == "int8"
+    assert int8["input"]["quantization"]["scale"] > 0
+    assert int8["input"]["shape"][1:] == [28, 28, 1]
+    assert document["calibration"]["images"] == 300
+    assert document["tools"]["tensorflow-cpu"] == "2.21.0"
+    # An independent re-evaluation of the recorded accuracy, through the runtime's public API.
+    model = classifier.Classifier.load(trained / "model_int8.tflite")
+    accuracy = np.mean(model.predict(mnist.x_test).labels == mnist.y_test)
+    assert accuracy == pytest.approx(int8["test_accuracy"], abs=1e-12)
+
+
+def test_training_is_reproducible_within_a_tenth_of_a_point(trained, tmp_path):
+    again = run_cli("-m", "train", "--output-dir", str(tmp_path))
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = json.loads((trained / "history.json").read_text())["test_accuracy"]
+    second = json.loads((tmp_path / "history.json").read_text())["test_accuracy"]
+    assert abs(first - second) <= 0.001
+
+
+def test_a_failed_validation_names_the_file_and_leaves_nothing_behind(trained, tmp_path):
+    shutil.copy(trained / "model.keras", tmp_path / "model.keras")
+    failed = run_cli("-m", "export", "--model", str(tmp_path / "model.keras"), "--output-dir", str(tmp_path),
+                     "--float-probability-tolerance", "1e-12")
+    assert failed.returncode == 1
+    assert "error: model_f32.tflite: probabilities differ from Keras by up to" in failed.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.keras"]
