@@ -33,8 +33,9 @@ class Classifier:
     with the scale and zero point read from the model itself, so callers always deal in floats.
     """
 
-    def __init__(self, backend, manifest_entry=None):
+    def __init__(self, backend, manifest_entry=None, threads=None):
         self.backend = backend
+        self.threads = threads
         self.path = backend.path
         self.manifest_entry = manifest_entry
         self.input = backend.input
@@ -55,7 +56,7 @@ class Classifier:
             beside = manifest.manifest_beside(path)
             if beside is not None:
                 entry = manifest.verify_against_manifest(path, beside)
-        return cls(backends.open_backend(path, backend=backend, threads=threads), entry)
+        return cls(backends.open_backend(path, backend=backend, threads=threads), entry, threads)
 
     @property
     def is_quantized(self):

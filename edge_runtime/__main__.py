@@ -1,0 +1,8 @@
+"""`python -m edge_runtime`: see edge_runtime/cli.py for the commands."""
+
+import sys
+
+from edge_runtime.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Speed and memory of a model on this device: latency, throughput, cold start and peak RSS.
+
+Figures from a shared or emulated machine are noisy; compare them side by side within one run
+(benchmarks/ does that against the bare interpreter) rather than against fixed thresholds.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from edge_runtime import errors
+
+# What the cold-start child does: exactly what a user's script does, nothing more, then reports
+# its own peak resident memory. ru_maxrss is in KiB on Linux.
+COLD_START_SCRIPT = """
+import resource, sys
+import numpy as np
+from edge_runtime.classifier import Classifier
+model = Classifier.load(sys.argv[1], backend=sys.argv[2] or None, threads=int(sys.argv[3]) or None)
+model.predict(np.zeros((28, 28), np.uint8))
+print("first-prediction", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+"""
+
+
+def percentiles_ms(seconds):
+    """Return p50/p90/p99 of a list of durations in seconds, in milliseconds."""
+    values = 1000.0 * np.asarray(seconds)
+    return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
+
+
+def latency(model, image, runs=200, warmup=20):
+    """Time `runs` single-image predictions through the full predict path; return percentiles (ms)."""
+    for _ in range(warmup):
+        model.predict(image)
+    durations = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.predict(image)
+        durations.append(time.perf_counter() - started)
+    return percentiles_ms(durations)
+
+
+def throughput(model, images, batch_size=256, repeats=3):
+    """Classify `images` in batches `repeats` times; return the best rate in images per second."""
+    model.predict(images[:batch_size], batch_size=batch_size)
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.predict(images, batch_size=batch_size)
+        best = max(best, len(images) / (time.perf_counter() - started))
+    return best
+
+
+def cold_start(model_path, backend=None, threads=1, python=sys.executable):
+    """Start a fresh Python process that loads the model and predicts one image.
+
+    Returns: (seconds from process start to the first prediction, that process's peak RSS in MiB).
+    Raises: EdgeRuntimeError when the child fails (its last error line is included).
+    """
+    started = time.perf_counter()
+    child = subprocess.run(
+        [python, "-c", COLD_START_SCRIPT, str(model_path), backend or "", str(threads or 0)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    elapsed = time.perf_counter() - started
+    report = [line for line in child.stdout.splitlines() if line.startswith("first-prediction")]
+    if child.returncode != 0 or not report:
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        raise errors.EdgeRuntimeError(f"{model_path}: cold-start process failed: {last}")
+    return elapsed, int(report[0].split()[1]) / 1024.0
+
+
+def run_benchmark(model, images, batch_size=256, runs=200, cold_starts=3):
+    """Measure everything `bench` reports for one loaded model; return a JSON-ready dict."""
+    cold = [cold_start(model.path, model.backend.name, threads=model.threads)
+            for _ in range(cold_starts)]
+    return {
+        "model": str(model.path),
+        "backend": model.backend.name,
+        "latency_batch1_ms": latency(model, images[:1], runs=runs),
+        "throughput_images_per_s": throughput(model, images, batch_size=batch_size),
+        "throughput_batch_size": batch_size,
+        "cold_start_s": float(np.median([seconds for seconds, _ in cold])),
+        "peak_rss_mib": float(np.median([rss for _, rss in cold])),
+    }
+
+
+def format_table(rows):
+    """Render a list of (name, value) pairs as an aligned two-column text table."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
