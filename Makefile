@@ -11,7 +11,7 @@ DATA_FLAG := $(if $(DATA),--data $(DATA),)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export test test-fast system-deps lock clean
+.PHONY: venv train export bundle test test-fast system-deps lock clean
 .DELETE_ON_ERROR:
 
 venv: $(VENV_STAMP)
@@ -32,6 +32,11 @@ export: $(ARTIFACTS)/manifest.json
 
 $(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py)
 	$(PYTHON) -m export --model $(ARTIFACTS)/model.keras --output-dir $(ARTIFACTS) $(DATA_FLAG)
+
+bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
+
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(wildcard edge_runtime/*.py) export/bundle.py pyproject.toml
+	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS) $(DATA_FLAG)
 
 test: $(VENV_STAMP)
 	$(PYTHON) -m pytest

@@ -34,3 +34,33 @@ def mnist():
     from train import data
 
     return data.load_dataset()
+
+
+@pytest.fixture(scope="session")
+def untrained_export(tmp_path_factory, mnist):
+    """Real exported files of the seed architecture, with untrained weights — seconds, not minutes.
+
+    The export pipeline runs as it does for users, with tolerances opened wide (an untrained model
+    is ~10% accurate), so every file, the manifest and a small test set are the genuine article
+    for runtime, integrity and bad-input tests. Accuracy claims are tested on trained models only.
+    """
+    import keras
+    import numpy as np
+
+    from edge_runtime import evaluation
+    from export import pipeline, validation
+    from train import data, model
+
+    directory = tmp_path_factory.mktemp("untrained")
+    keras.utils.set_random_seed(0)
+    model.build_model().save(directory / "model.keras")
+    small = data.Dataset(mnist.x_train[:2000], mnist.y_train[:2000], mnist.x_test[:500], mnist.y_test[:500])
+    data.save_npz(small, directory / "small.npz")
+    pipeline.run_export(pipeline.ExportConfig(
+        model_path=directory / "model.keras", output_dir=directory, data_source=directory / "small.npz",
+        calibration_size=100,
+        tolerances=validation.Tolerances(float_min_agreement=0.0, float_max_probability_difference=1.0,
+                                         int8_max_accuracy_drop_points=100.0),
+    ))
+    np.savez_compressed(directory / evaluation.TEST_SET_NAME, x_test=small.x_test, y_test=small.y_test)
+    return directory

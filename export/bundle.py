@@ -1,0 +1,148 @@
+"""`python -m export.bundle`: pack what the device needs into one tarball.
+
+The bundle holds a wheel of `edge_runtime` alone (no training or export code, no TensorFlow), the
+int8 TFLite and ONNX models and the float TFLite reference, the manifest restricted to those
+files, the 10k test set as a compressed .npz, and DEPLOY.md. Unpack, pip install, eval.
+"""
+
+import argparse
+import gzip
+import io
+import json
+import pathlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+
+import numpy as np
+
+from edge_runtime import atomic_files, errors, evaluation, manifest
+from train import data
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+BUNDLE_DIR_NAME = "mnist-edge-bundle"
+BUNDLE_FILE_NAME = f"{BUNDLE_DIR_NAME}.tar.gz"
+BUNDLED_MODELS = ("model_int8.tflite", "model_int8.onnx", "model_f32.tflite")
+# Entries get a fixed time and mode: what is in the bundle matters, not when it was packed.
+ARCHIVE_MTIME = 1_700_000_000
+
+DEPLOY_TEXT = """# Deploying mnist-edge on a Raspberry Pi-class device
+
+Tested on 64-bit Raspberry Pi OS (Debian bookworm, Python 3.11), Pi 4 and Pi 5 CPUs.
+
+    tar xzf mnist-edge-bundle.tar.gz
+    python3 -m venv ~/mnist-edge && . ~/mnist-edge/bin/activate
+    pip install "mnist-edge-bundle/{wheel}[edge]"
+    python -m edge_runtime eval mnist-edge-bundle/
+
+`eval` runs the int8 models on the 10,000 bundled test images, compares each with the float
+model's accuracy recorded at export, and exits non-zero when one has lost more than 0.5 points.
+
+Other interpreters:
+
+- tflite-runtime 2.14 (needs numpy < 2; Debian's numpy 1.24 is fine):
+  `python3 -m venv --system-site-packages ~/mnist-edge` then
+  `pip install "mnist-edge-bundle/{wheel}[tflite-runtime]"`, and add `--backend tflite-runtime`.
+- onnxruntime: `pip install "mnist-edge-bundle/{wheel}[onnx]"` (eval runs model_int8.onnx too).
+
+Classify your own digit images (PNG, JPEG, PGM, .npy; dark ink on light paper is fine):
+
+    python -m edge_runtime predict mnist-edge-bundle/model_int8.tflite photo.jpg scans/
+
+Speed and memory on this device:
+
+    python -m edge_runtime bench mnist-edge-bundle/model_int8.tflite --threads 1
+    python -m edge_runtime bench mnist-edge-bundle/model_int8.tflite --threads 4
+
+Every model file is checked against the sha256 in manifest.json before it is loaded.
+"""
+
+
+def build_wheel(destination):
+    """Build the mnist-edge wheel (edge_runtime only) into `destination`; return its path.
+
+    Raises: RuntimeError when pip fails or the wheel holds anything but edge_runtime.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(destination), str(REPO_ROOT)],
+        capture_output=True, text=True,
+    )
+    wheels = sorted(pathlib.Path(destination).glob("mnist_edge-*.whl"))
+    if result.returncode != 0 or len(wheels) != 1:
+        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"building the mnist-edge wheel failed: {last_line}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        foreign = [name for name in wheel.namelist()
+                   if not name.startswith(("edge_runtime/", "mnist_edge-"))]
+    if foreign:
+        raise RuntimeError(f"{wheels[0].name}: holds files outside edge_runtime: {foreign[:5]}")
+    return wheels[0]
+
+
+def build_bundle(artifacts_dir, output=None, data_source=None, cache_dir=None):
+    """Write the deploy tarball from an export in `artifacts_dir`; return its path.
+
+    Raises: FileNotFoundError when the export is incomplete; IntegrityError when a model no
+    longer matches its manifest (a bundle must never carry a file the manifest does not vouch for).
+    """
+    artifacts_dir = pathlib.Path(artifacts_dir)
+    output = pathlib.Path(output or artifacts_dir / BUNDLE_FILE_NAME)
+    document = manifest.read_manifest(artifacts_dir / manifest.MANIFEST_NAME)
+    for name in BUNDLED_MODELS:
+        if not (artifacts_dir / name).is_file():
+            raise FileNotFoundError(f"{artifacts_dir / name}: missing; run 'make export' first")
+        manifest.verify_against_manifest(artifacts_dir / name, document)
+    bundle_manifest = {**document, "files": {name: document["files"][name] for name in BUNDLED_MODELS}}
+    dataset = data.load_dataset(data_source, cache_dir)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        wheel = build_wheel(scratch)
+        test_set = scratch / evaluation.TEST_SET_NAME
+        np.savez_compressed(test_set, x_test=dataset.x_test, y_test=dataset.y_test)
+        members = {
+            wheel.name: wheel.read_bytes(),
+            manifest.MANIFEST_NAME: (json.dumps(bundle_manifest, indent=2) + "\n").encode(),
+            evaluation.TEST_SET_NAME: test_set.read_bytes(),
+            "DEPLOY.md": DEPLOY_TEXT.format(wheel=wheel.name).encode(),
+            **{name: (artifacts_dir / name).read_bytes() for name in BUNDLED_MODELS},
+        }
+        with atomic_files.atomic_output(output) as temporary:
+            write_tarball(temporary, members)
+    return output
+
+
+def write_tarball(path, members):
+    """Write `members` (name -> bytes) under BUNDLE_DIR_NAME/ into a gzip'd tar at `path`."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as compressed, \
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(members):
+            info = tarfile.TarInfo(f"{BUNDLE_DIR_NAME}/{name}")
+            info.size = len(members[name])
+            info.mtime = ARCHIVE_MTIME
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(members[name]))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", type=pathlib.Path, default=pathlib.Path("artifacts"))
+    parser.add_argument("--output", type=pathlib.Path, default=None)
+    parser.add_argument("--data", type=pathlib.Path, default=None, help="test set source (default: the pinned MNIST)")
+    arguments = parser.parse_args(argv)
+    try:
+        path = build_bundle(arguments.artifacts, arguments.output, arguments.data)
+    except (FileNotFoundError, RuntimeError, data.DataError, errors.EdgeRuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    with tarfile.open(path) as archive:
+        for member in archive.getmembers():
+            print(f"  {member.size:>10,}  {member.name}")
+    print(f"Wrote {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""edge_runtime on real exported files: backends, int8 I/O, batching, integrity and bad model files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_runtime import backends, classifier, errors, preprocessing
+
+MODELS = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
+
+
+@pytest.fixture
+def bundle_copy(untrained_export, tmp_path):
+    """A private copy of the exported files and manifest, safe to tamper with."""
+    for name in (*MODELS, "manifest.json"):
+        shutil.copy(untrained_export / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_export_loads_and_classifies_single_images_and_batches(untrained_export, mnist, name):
+    model = classifier.Classifier.load(untrained_export / name)
+    single = model.predict(mnist.x_test[0])
+    batch = model.predict(mnist.x_test[:9])
+    assert single.probabilities.shape == (1, 10) and batch.probabilities.shape == (9, 10)
+    assert np.allclose(batch.probabilities.sum(axis=1), 1.0, atol=0.02)
+    # Resizing to each batch size must not change any image's result.
+    assert np.array_equal(batch.probabilities[:1], single.probabilities)
+    assert np.array_equal(model.predict(mnist.x_test[:9], batch_size=4).probabilities, batch.probabilities)
+
+
+def test_int8_model_io_matches_a_bare_interpreter_given_the_models_own_quantization(untrained_export, mnist):
+    from ai_edge_litert import interpreter as litert
+
+    path = untrained_export / "model_int8.tflite"
+    model = classifier.Classifier.load(path)
+    bare = litert.Interpreter(model_path=str(path))
+    bare.allocate_tensors()
+    (input_details,), (output_details,) = bare.get_input_details(), bare.get_output_details()
+    scale, zero_point = input_details["quantization"]
+    for image in mnist.x_test[:20]:
+        # The reference computation written out by hand: q = round(x / scale) + zero_point.
+        quantized = np.clip(np.round(image.astype(np.float32) / 255.0 / scale) + zero_point, -128, 127)
+        bare.set_tensor(input_details["index"], quantized.astype(np.int8).reshape(1, 28, 28, 1))
+        bare.invoke()
+        expected = bare.get_tensor(output_details["index"])
+        assert np.array_equal(model.run_raw(preprocessing.to_model_input(image)), expected)
+        out_scale, out_zero_point = output_details["quantization"]
+        assert np.allclose(model.predict(image).probabilities, (expected.astype(np.float32) - out_zero_point) * out_scale)
+
+
+def test_float_tflite_and_onnx_give_the_same_probabilities(untrained_export, mnist):
+    tflite = classifier.Classifier.load(untrained_export / "model_f32.tflite").predict(mnist.x_test[:100])
+    onnx = classifier.Classifier.load(untrained_export / "model_f32.onnx").predict(mnist.x_test[:100])
+    assert np.abs(tflite.probabilities - onnx.probabilities).max() < 1e-5
+
+
+def test_top_k_is_sorted_best_first():
+    predictions = classifier.Predictions(
+        labels=np.array([2]), probabilities=np.array([[0.1, 0.2, 0.4, 0.3] + [0.0] * 6], np.float32)
+    )
+    labels, probabilities = predictions.top_k(3)
+    assert labels.tolist() == [[2, 3, 1]] and probabilities[0].tolist() == pytest.approx([0.4, 0.3, 0.2])
+
+
+def test_describe_reports_quantization_read_from_the_model(untrained_export):
+    details = classifier.Classifier.load(untrained_export / "model_int8.tflite").describe()
+    assert details["input"]["dtype"] == "int8" and details["output"]["dtype"] == "int8"
+    manifest = json.loads((untrained_export / "manifest.json").read_text())
+    assert details["input"]["quantization"] == manifest["files"]["model_int8.tflite"]["input"]["quantization"]
+
+
+def test_a_tampered_model_is_refused_before_loading(bundle_copy):
+    path = bundle_copy / "model_int8.tflite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.IntegrityError, match="model_int8.tflite: sha256 .* does not match the manifest"):
+        classifier.Classifier.load(path)
+    # The override exists, is explicit, and then the interpreter itself is the judge.
+    try:
+        classifier.Classifier.load(path, check_integrity=False)
+    except errors.ModelFileError:
+        pass
+
+
+def test_a_model_the_manifest_does_not_list_is_refused(bundle_copy):
+    shutil.copy(bundle_copy / "model_int8.tflite", bundle_copy / "other.tflite")
+    with pytest.raises(errors.IntegrityError, match="other.tflite: not listed in the manifest"):
+        classifier.Classifier.load(bundle_copy / "other.tflite")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("model.tflite", b"", "model file is empty"),
+        ("model.tflite", b"this is a text file, not a model\n", "not a TFLite model \\(no TFL3 identifier\\)"),
+        ("model.onnx", b"\x08\x07garbage that is not protobuf", "corrupt or unsupported ONNX model"),
+        ("model.pb", b"anything", "unknown model format"),
+    ],
+)
+def test_bad_model_files_get_a_one_line_error_naming_them(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(errors.EdgeRuntimeError, match=f"{name}: {message}") as caught:
+        classifier.Classifier.load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_truncated_tflite_model_is_refused(untrained_export, tmp_path):
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes((untrained_export / "model_int8.tflite").read_bytes()[:5000])
+    with pytest.raises(errors.ModelFileError, match="model_int8.tflite: corrupt or unsupported TFLite model"):
+        classifier.Classifier.load(path)
+
+
+def test_a_missing_model_is_named(tmp_path):
+    with pytest.raises(errors.ModelFileError, match="nothing.tflite: no such model file"):
+        classifier.Classifier.load(tmp_path / "nothing.tflite")
+
+
+def test_forcing_an_absent_interpreter_says_which_extra_to_install(untrained_export):
+    if "tflite-runtime" in backends.available_backends():
+        pytest.skip("tflite-runtime is installed here, so it cannot be shown missing")
+    with pytest.raises(errors.BackendUnavailableError, match="pip install mnist-edge\\[tflite-runtime\\]"):
+        classifier.Classifier.load(untrained_export / "model_int8.tflite", backend="tflite-runtime")
+
+
+def test_forcing_a_backend_of_the_wrong_format_is_refused(untrained_export):
+    with pytest.raises(errors.BackendUnavailableError, match="backend 'onnxruntime' cannot run .tflite models"):
+        classifier.Classifier.load(untrained_export / "model_int8.tflite", backend="onnxruntime")
+
+
+def test_thread_count_reaches_the_interpreter(untrained_export, mnist):
+    one = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=1)
+    two = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=2)
+    assert one.threads == 1
+    assert np.array_equal(one.predict(mnist.x_test[:50]).probabilities, two.predict(mnist.x_test[:50]).probabilities)

@@ -1,0 +1,108 @@
+"""`python -m edge_runtime` in a subprocess, as a device user runs it — including with TensorFlow gone."""
+
+import json
+import pathlib
+import shutil
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+
+# Run a command with TensorFlow and Keras made unimportable, then prove they never loaded.
+BLOCK_TENSORFLOW = """
+import runpy, sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorflow_cpu"):
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Blocker())
+sys.argv = ["edge_runtime", *sys.argv[1:]]
+try:
+    runpy.run_module("edge_runtime", run_name="__main__")
+except SystemExit as exit:
+    loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras"))
+    print("heavy modules loaded:", loaded, file=sys.stderr)
+    raise
+"""
+
+
+@pytest.fixture
+def bundle(untrained_export, tmp_path):
+    for name in ("model_int8.tflite", "model_int8.onnx", "model_f32.tflite", "manifest.json", "mnist_test.npz"):
+        shutil.copy(untrained_export / name, tmp_path / name)
+    return tmp_path
+
+
+def test_eval_and_info_run_with_tensorflow_unimportable(bundle):
+    result = run_cli("-c", BLOCK_TENSORFLOW, "eval", str(bundle), "--json", "--tolerance", "100")
+    assert result.returncode == 0, result.stderr
+    assert "heavy modules loaded: []" in result.stderr
+    report = json.loads(result.stdout)
+    assert {row["model"] for row in report["results"]} == {"model_int8.tflite", "model_int8.onnx"}
+    info = run_cli("-c", BLOCK_TENSORFLOW, "info", str(bundle / "model_int8.tflite"))
+    assert info.returncode == 0 and "scale" in info.stdout and "(verified)" in info.stdout
+
+
+def test_eval_reproduces_the_accuracy_recorded_at_export(bundle):
+    result = run_cli("-m", "edge_runtime", "eval", str(bundle), "--json", "--strict", "--tolerance", "100")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for row in json.loads(result.stdout)["results"]:
+        assert row["images"] == 500
+        assert row["accuracy"] == manifest["files"][row["model"]]["test_accuracy"]
+        assert row["matches_export"] is True
+        assert 0.0 <= row["agreement_with_float"] <= 1.0
+
+
+def test_eval_fails_with_status_3_naming_the_model_when_the_drop_exceeds_the_tolerance(bundle):
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["source_model"]["test_accuracy"] = 1.0  # an impossible float model: every int8 model "drops"
+    manifest_path.write_text(json.dumps(manifest))
+    result = run_cli("-m", "edge_runtime", "eval", str(bundle / "model_int8.tflite"))
+    assert result.returncode == 3
+    assert "FAILED: model_int8.tflite: accuracy" in result.stderr and "below the float model's 100.00%" in result.stderr
+    assert "FAIL" in result.stdout
+
+
+def test_eval_refuses_a_tampered_model_in_one_line(bundle):
+    path = bundle / "model_int8.tflite"
+    path.write_bytes(path.read_bytes() + b"appended")
+    result = run_cli("-m", "edge_runtime", "eval", str(bundle))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {path}: sha256")
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_without_a_test_set_says_so(bundle):
+    (bundle / "mnist_test.npz").unlink()
+    result = run_cli("-m", "edge_runtime", "eval", str(bundle))
+    assert result.returncode == 1 and "mnist_test.npz: no such test set file" in result.stderr
+
+
+def test_info_on_a_text_file_named_tflite(tmp_path):
+    fake = tmp_path / "model.tflite"
+    fake.write_text("hello")
+    result = run_cli("-m", "edge_runtime", "info", str(fake))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {fake}: not a TFLite model (no TFL3 identifier)"
+
+
+def test_bench_reports_every_figure_as_json(bundle):
+    result = run_cli("-m", "edge_runtime", "bench", str(bundle / "model_int8.tflite"), "--json", "--runs", "30")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["backend"] == "litert" and report["threads"] == 1
+    latency = report["latency_batch1_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
+    assert report["throughput_images_per_s"] > 0 and report["cold_start_s"] > 0
+    # A process that imported numpy and an interpreter holds at least a few MiB.
+    assert report["peak_rss_mib"] > 10
+
+
+def test_the_console_script_is_installed():
+    script = shutil.which("mnist-edge", path=str(pathlib.Path(sys.executable).parent))
+    assert script is not None, "pip install -e . should have installed the mnist-edge script"
+    result = run_cli("--help", python=script)
+    assert result.returncode == 0 and "predict" in result.stdout and "eval" in result.stdout
