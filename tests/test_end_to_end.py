@@ -80,3 +80,39 @@ def test_a_failed_validation_names_the_file_and_leaves_nothing_behind(trained, t
     assert failed.returncode == 1
     assert "error: model_f32.tflite: probabilities differ from Keras by up to" in failed.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_bundle_installs_alone_in_a_fresh_venv_and_reproduces_the_int8_accuracy(trained, tmp_path):
+    import subprocess
+    import sys
+    import tarfile
+
+    built = run_cli("-m", "export.bundle", "--artifacts", str(trained), "--output", str(tmp_path / "bundle.tar.gz"))
+    assert built.returncode == 0, built.stderr[-3000:]
+    with tarfile.open(tmp_path / "bundle.tar.gz") as archive:
+        archive.extractall(tmp_path / "device", filter="data")
+    bundle = tmp_path / "device" / "mnist-edge-bundle"
+    wheels = list(bundle.glob("mnist_edge-*.whl"))
+    assert len(wheels) == 1
+    assert sorted(path.name for path in bundle.iterdir() if path.suffix != ".whl") == [
+        "DEPLOY.md", "manifest.json", "mnist_test.npz", "model_f32.tflite", "model_int8.onnx", "model_int8.tflite"]
+
+    venv = tmp_path / "device-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", f"{wheels[0]}[edge]"],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-3000:]
+    installed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True, text=True).stdout
+    assert "tensorflow" not in installed.lower() and "keras" not in installed.lower()
+    assert "ai-edge-litert" in installed.lower() or "ai_edge_litert" in installed.lower()
+
+    # Run from the bundle directory, not the repository, so only the installed wheel can be imported.
+    result = subprocess.run([str(venv / "bin" / "python"), "-m", "edge_runtime", "eval", str(bundle), "--strict", "--json"],
+                            capture_output=True, text=True, cwd=bundle)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)["results"]
+    # Only LiteRT is installed by [edge]: the ONNX model is skipped with a note, not failed.
+    assert [row["model"] for row in rows] == ["model_int8.tflite"]
+    assert "skipping model_int8.onnx" in result.stderr
+    recorded = json.loads((trained / "manifest.json").read_text())["files"]["model_int8.tflite"]["test_accuracy"]
+    assert rows[0]["accuracy"] == recorded and rows[0]["images"] == 10000
