@@ -11,7 +11,7 @@ DATA_FLAG := $(if $(DATA),--data $(DATA),)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export bundle test test-fast system-deps lock clean
+.PHONY: venv train export bundle bench test test-fast system-deps lock clean
 .DELETE_ON_ERROR:
 
 venv: $(VENV_STAMP)
@@ -37,6 +37,10 @@ bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(wildcard edge_runtime/*.py) export/bundle.py pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS) $(DATA_FLAG)
+
+# Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings).
+bench: $(ARTIFACTS)/manifest.json
+	$(PYTHON) benchmarks/bench_runtime.py --artifacts $(ARTIFACTS)
 
 test: $(VENV_STAMP)
 	$(PYTHON) -m pytest

@@ -6,7 +6,6 @@ model) and returns the model's raw output; quantizing and dequantizing is the cl
 Interpreter modules are imported only when a model is opened, so importing this is cheap.
 """
 
-import dataclasses
 import importlib
 import importlib.util
 import pathlib
@@ -27,15 +26,21 @@ BACKEND_NAMES = (*TFLITE_INTERPRETERS, *ONNX_RUNTIMES)
 TFLITE_IDENTIFIER = b"TFL3"
 
 
-@dataclasses.dataclass(frozen=True)
 class TensorInfo:
-    """What one model input or output looks like; scale/zero_point are None for float tensors."""
+    """What one model input or output looks like; scale/zero_point are None for float tensors.
 
-    name: str
-    dtype: np.dtype
-    shape: tuple
-    scale: float | None
-    zero_point: int | None
+    A plain class rather than a dataclass: `dataclasses` pulls in `inspect`, a measurable share
+    of the runtime's cold start.
+    """
+
+    __slots__ = ("name", "dtype", "shape", "scale", "zero_point")
+
+    def __init__(self, name, dtype, shape, scale, zero_point):
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.scale = scale
+        self.zero_point = zero_point
 
     def as_dict(self):
         return {

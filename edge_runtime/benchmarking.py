@@ -13,16 +13,30 @@ import numpy as np
 
 from edge_runtime import errors
 
-# What the cold-start child does: exactly what a user's script does, nothing more, then reports
-# its own peak resident memory. ru_maxrss is in KiB on Linux.
+# Appended to a child program: print its peak resident memory in KiB. VmHWM, not ru_maxrss:
+# Linux carries ru_maxrss across exec, so a child forked from a big parent reports the parent's.
+PEAK_RSS_CODE = """
+def peak_rss_kib():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("first-prediction", peak_rss_kib(), flush=True)
+"""
+
+# What the cold-start child does: exactly what a user's script does, nothing more.
 COLD_START_SCRIPT = """
-import resource, sys
+import sys
 import numpy as np
-from edge_runtime.classifier import Classifier
+from edge_runtime import Classifier
 model = Classifier.load(sys.argv[1], backend=sys.argv[2] or None, threads=int(sys.argv[3]) or None)
 model.predict(np.zeros((28, 28), np.uint8))
-print("first-prediction", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
-"""
+""" + PEAK_RSS_CODE
 
 
 def percentiles_ms(seconds):

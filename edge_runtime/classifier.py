@@ -1,6 +1,5 @@
 """The three-line API: `Classifier.load(path)`, then `predict(images)` for labels and probabilities."""
 
-import dataclasses
 import pathlib
 
 import numpy as np
@@ -10,12 +9,14 @@ from edge_runtime import backends, errors, manifest, preprocessing
 DEFAULT_BATCH_SIZE = 256
 
 
-@dataclasses.dataclass(frozen=True)
 class Predictions:
-    """What a classifier says about N images: the top label and all ten class probabilities."""
+    """What a classifier says about N images: the top label (N,) and all ten probabilities (N, 10)."""
 
-    labels: np.ndarray  # (N,) int64
-    probabilities: np.ndarray  # (N, 10) float32
+    __slots__ = ("labels", "probabilities")
+
+    def __init__(self, labels, probabilities):
+        self.labels = labels
+        self.probabilities = probabilities
 
     def top_k(self, k=3):
         """Return (labels, probabilities), each (N, k), best first."""

@@ -1,0 +1,178 @@
+"""Our runtime against the bare interpreter (and Keras), side by side in one run, on one core.
+
+    .venv/bin/python benchmarks/bench_runtime.py [--artifacts artifacts] [--repeats 5]
+
+Reports ratios, because absolute figures on a shared machine move from run to run; each pair is
+measured interleaved so that both sides see the same machine. Targets (issue #3): throughput
+>= 0.9x the bare interpreter at the same batch size; cold start and peak RSS <= 1.25x the bare
+interpreter's. Exits non-zero when a target is missed.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from edge_runtime import atomic_files, benchmarking, classifier, evaluation, preprocessing  # noqa: E402
+
+# Three programs that each go from process start to one prediction, then report peak RSS (KiB).
+COLD_START_PROGRAMS = {
+    "edge_runtime": """
+import sys
+import numpy as np
+from edge_runtime import Classifier
+model = Classifier.load(sys.argv[1], threads=1)
+model.predict(np.zeros((28, 28), np.uint8))
+""",
+    "bare LiteRT": """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
+interpreter.allocate_tensors()
+details = interpreter.get_input_details()[0]
+interpreter.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))
+interpreter.invoke()
+interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+""",
+    "Keras": """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import keras
+model = keras.models.load_model(sys.argv[2])
+model.predict(np.zeros((1, 28, 28, 1), np.float32), verbose=0)
+""",
+}
+COLD_START_PROGRAMS = {name: program + benchmarking.PEAK_RSS_CODE for name, program in COLD_START_PROGRAMS.items()}
+
+
+def one_core():
+    """Pin this process (and the children it starts) to a single CPU."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+def cold_start(program, tflite_path, keras_path):
+    started = time.perf_counter()
+    child = subprocess.run([sys.executable, "-c", program, str(tflite_path), str(keras_path)],
+                           capture_output=True, text=True, cwd=REPO_ROOT,
+                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    elapsed = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(child.stderr.strip().splitlines()[-1])
+    return elapsed, int(child.stdout.split()[-1]) / 1024.0
+
+
+def bare_throughput(path, quantized_batches):
+    """Images per second of a plain LiteRT loop fed already-quantized int8 batches."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    interpreter.resize_tensor_input(input_index, list(quantized_batches[0].shape))
+    interpreter.allocate_tensors()
+    images = sum(len(batch) for batch in quantized_batches)
+    started = time.perf_counter()
+    for batch in quantized_batches:
+        if batch.shape[0] != quantized_batches[0].shape[0]:
+            interpreter.resize_tensor_input(input_index, list(batch.shape))
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        interpreter.get_tensor(output_index)
+    return images / (time.perf_counter() - started)
+
+
+def our_throughput(model, images, batch_size):
+    """Images per second of Classifier.predict on raw uint8 images: scaling and quantizing included."""
+    started = time.perf_counter()
+    model.predict(images, batch_size=batch_size)
+    return len(images) / (time.perf_counter() - started)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifacts", type=pathlib.Path, default=REPO_ROOT / "artifacts")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--output", type=pathlib.Path, default=None)
+    arguments = parser.parse_args(argv)
+    one_core()
+    tflite_path = arguments.artifacts / "model_int8.tflite"
+    keras_path = arguments.artifacts / "model.keras"
+    for path in (tflite_path, keras_path):
+        if not path.is_file():
+            print(f"error: {path}: missing; run 'make train export' first", file=sys.stderr)
+            return 1
+    if (arguments.artifacts / evaluation.TEST_SET_NAME).is_file():
+        images = evaluation.load_test_set(arguments.artifacts / evaluation.TEST_SET_NAME)[0]
+    else:
+        from train import data
+
+        images = data.load_dataset().x_test
+
+    model = classifier.Classifier.load(tflite_path, backend="litert", threads=1)
+    model.run_raw(np.zeros((arguments.batch_size, 28, 28, 1), np.float32))  # warm up before timing
+    quantized_input = preprocessing.quantize(preprocessing.to_model_input(images), model.input.scale,
+                                             model.input.zero_point, model.input.dtype)
+    batches = [quantized_input[start:start + arguments.batch_size]
+               for start in range(0, len(quantized_input), arguments.batch_size)]
+    ours, bare = [], []
+    for _ in range(arguments.repeats):
+        bare.append(bare_throughput(tflite_path, batches))
+        ours.append(our_throughput(model, images, arguments.batch_size))
+
+    cold = {name: [] for name in COLD_START_PROGRAMS}
+    for _ in range(arguments.repeats):
+        for name, program in COLD_START_PROGRAMS.items():
+            cold[name].append(cold_start(program, tflite_path, keras_path))
+
+    result = {
+        "model": str(tflite_path),
+        "images": int(len(images)),
+        "batch_size": arguments.batch_size,
+        "repeats": arguments.repeats,
+        "throughput_images_per_s": {"edge_runtime": float(np.median(ours)), "bare LiteRT": float(np.median(bare))},
+        "cold_start_s": {name: float(np.median([s for s, _ in runs])) for name, runs in cold.items()},
+        "peak_rss_mib": {name: float(np.median([r for _, r in runs])) for name, runs in cold.items()},
+    }
+    ratios = {
+        "throughput (ours / bare, >= 0.90)": result["throughput_images_per_s"]["edge_runtime"] / result["throughput_images_per_s"]["bare LiteRT"],
+        "cold start (ours / bare, <= 1.25)": result["cold_start_s"]["edge_runtime"] / result["cold_start_s"]["bare LiteRT"],
+        "peak RSS (ours / bare, <= 1.25)": result["peak_rss_mib"]["edge_runtime"] / result["peak_rss_mib"]["bare LiteRT"],
+        "cold start (Keras / ours)": result["cold_start_s"]["Keras"] / result["cold_start_s"]["edge_runtime"],
+        "peak RSS (Keras / ours)": result["peak_rss_mib"]["Keras"] / result["peak_rss_mib"]["edge_runtime"],
+    }
+    result["ratios"] = ratios
+    targets_met = (ratios["throughput (ours / bare, >= 0.90)"] >= 0.90
+                   and ratios["cold start (ours / bare, <= 1.25)"] <= 1.25
+                   and ratios["peak RSS (ours / bare, <= 1.25)"] <= 1.25)
+    result["targets_met"] = targets_met
+
+    print(f"one core, int8 TFLite, {len(images)} images, batch {arguments.batch_size}, median of {arguments.repeats}\n")
+    print("| | edge_runtime | bare LiteRT | Keras |\n|---|---:|---:|---:|")
+    print(f"| throughput, images/s | {result['throughput_images_per_s']['edge_runtime']:,.0f} | "
+          f"{result['throughput_images_per_s']['bare LiteRT']:,.0f} | — |")
+    print("| cold start to first prediction, s | " + " | ".join(f"{result['cold_start_s'][n]:.3f}" for n in COLD_START_PROGRAMS) + " |")
+    print("| peak RSS, MiB | " + " | ".join(f"{result['peak_rss_mib'][n]:.1f}" for n in COLD_START_PROGRAMS) + " |")
+    print()
+    for name, value in ratios.items():
+        print(f"{name:<38} {value:6.2f}x")
+    print("\ntargets met" if targets_met else "\nTARGETS MISSED")
+    output = arguments.output or arguments.artifacts / "benchmarks" / "runtime.json"
+    atomic_files.write_text_atomically(output, json.dumps(result, indent=2) + "\n")
+    return 0 if targets_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
