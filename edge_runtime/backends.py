@@ -19,7 +19,7 @@ from edge_runtime import errors
 TFLITE_INTERPRETERS = {
     "litert": ("ai_edge_litert.interpreter", "mnist-edge[edge]"),
     "tflite-runtime": ("tflite_runtime.interpreter", "mnist-edge[tflite-runtime]"),
-    "tensorflow": ("tensorflow.lite", "tensorflow"),
+    "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
 }
 ONNX_RUNTIMES = {"onnxruntime": ("onnxruntime", "mnist-edge[onnx]")}
 BACKEND_NAMES = (*TFLITE_INTERPRETERS, *ONNX_RUNTIMES)

@@ -1,5 +1,6 @@
 """The three-line API: `Classifier.load(path)`, then `predict(images)` for labels and probabilities."""
 
+import os
 import pathlib
 
 import numpy as np
@@ -81,11 +82,18 @@ class Classifier:
     def predict(self, images, batch_size=DEFAULT_BATCH_SIZE, name="input", progress=None):
         """Classify images.
 
-        Takes: uint8 or [0, 1] float images shaped (28, 28), (N, 28, 28) or (N, 28, 28, 1); for
-        image files use `edge_runtime.images.load_images` first. `progress`, if given, is called
-        with the number of images done after each batch.
+        Takes: uint8 or [0, 1] float images shaped (28, 28), (N, 28, 28) or (N, 28, 28, 1), or
+        image file paths (one, or a list), which are read and made MNIST-like by
+        `edge_runtime.images`. `progress`, if given, is called with the number of images done
+        after each batch.
         Returns: Predictions. Raises: InputError for a wrong shape, dtype or values.
         """
+        if isinstance(images, (str, os.PathLike)) or (
+            isinstance(images, (list, tuple)) and images and all(isinstance(item, (str, os.PathLike)) for item in images)
+        ):
+            from edge_runtime import images as image_files
+
+            images, _ = image_files.load_images([images] if isinstance(images, (str, os.PathLike)) else images)
         model_input = preprocessing.to_model_input(images, name=name)
         raw = self.predict_raw(model_input, batch_size, progress)
         probabilities = self.probabilities_from_raw(raw)

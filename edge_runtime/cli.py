@@ -81,54 +81,66 @@ def load_classifier(arguments, path):
                            check_integrity=not arguments.skip_integrity_check)
 
 
-def expand_image_arguments(items):
-    """Turn file, directory and '-' arguments into a list of image paths (stdin goes to a temp file)."""
-    paths = []
+def expand_image_arguments(items, stdin_data=None):
+    """Turn file, directory and '-' arguments into (label, path) pairs; stdin is saved to a temp file."""
+    found_paths = []
     for item in items:
         if item == "-":
-            paths.append(stdin_to_file(sys.stdin.buffer.read()))
+            found_paths.append(("<stdin>", stdin_to_file(sys.stdin.buffer.read() if stdin_data is None else stdin_data)))
             continue
         path = pathlib.Path(item)
         if path.is_dir():
             found = sorted(child for child in path.iterdir() if child.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise errors.InputError(f"{path}: directory holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            paths.extend(found)
+            found_paths.extend((str(child), child) for child in found)
         else:
-            paths.append(path)
-    return paths
+            found_paths.append((str(path), path))
+    return found_paths
 
 
 def stdin_to_file(data):
     """Save image bytes read from stdin under a name whose suffix matches their format."""
+    if not data:
+        raise errors.InputError("<stdin>: no data (empty input), not an image")
     signatures = ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"\x93NUMPY", ".npy"), (b"P5", ".pgm"),
                   (b"P2", ".pgm"), (b"BM", ".bmp"), (b"GIF8", ".gif"))
     suffix = next((suffix for magic, suffix in signatures if data.startswith(magic)), ".png")
-    handle = tempfile.NamedTemporaryFile(prefix="stdin-", suffix=suffix, delete=False)
+    handle = tempfile.NamedTemporaryFile(prefix="mnist-edge-stdin-", suffix=suffix, delete=False)
     with handle:
         handle.write(data)
     return pathlib.Path(handle.name)
 
 
-def run_predict(arguments):
+def load_image_arguments(items):
+    """Read every image named on the command line; returns (images, names). Temp files are removed."""
     from edge_runtime import images
 
+    pairs = expand_image_arguments(items)
+    try:
+        return images.load_images([path for _, path in pairs], names=[label for label, _ in pairs])
+    finally:
+        for label, path in pairs:
+            if label == "<stdin>":
+                path.unlink(missing_ok=True)
+
+
+def run_predict(arguments):
     if arguments.top_k < 1:
         raise errors.InputError(f"--top-k must be at least 1, got {arguments.top_k}")
     model = load_classifier(arguments, arguments.model)
-    paths = expand_image_arguments(arguments.images)
-    batch = images.load_images(paths)
-    predictions = model.predict(batch, name=str(paths[0]) if len(paths) == 1 else "images")
+    batch, names = load_image_arguments(arguments.images)
+    predictions = model.predict(batch, name=names[0] if len(names) == 1 else "images")
     top_labels, top_probabilities = predictions.top_k(min(arguments.top_k, predictions.probabilities.shape[1]))
     results = [
         {
-            "file": str(path),
+            "file": name,
             "label": int(labels[0]),
             "probability": float(probabilities[0]),
             "top_k": [{"label": int(label), "probability": float(probability)}
                       for label, probability in zip(labels, probabilities)],
         }
-        for path, labels, probabilities in zip(paths, top_labels, top_probabilities)
+        for name, labels, probabilities in zip(names, top_labels, top_probabilities)
     ]
     if arguments.json:
         print(json.dumps({"model": str(arguments.model), "backend": model.backend.name, "predictions": results}, indent=2))

@@ -19,10 +19,18 @@ def require(condition, reason):
     pytest.skip(reason)
 
 
-def run_cli(*arguments, cwd=REPO_ROOT, env=None, timeout=900, python=sys.executable):
-    """Run `python -m ...` in a subprocess from the repo root; return the CompletedProcess."""
+def run_cli(*arguments, cwd=REPO_ROOT, env=None, timeout=900, python=sys.executable, stdin_bytes=None):
+    """Run `python -m ...` in a subprocess from the repo root; return the CompletedProcess.
+
+    `stdin_bytes`, if given, is the process's standard input (stdout and stderr are still text).
+    """
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), environment.get("PYTHONPATH")]))
+    if stdin_bytes is not None:
+        result = subprocess.run([python, *arguments], cwd=cwd, env=environment, capture_output=True,
+                                input=stdin_bytes, timeout=timeout)
+        result.stdout, result.stderr = result.stdout.decode(), result.stderr.decode()
+        return result
     return subprocess.run(
         [python, *arguments], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
     )

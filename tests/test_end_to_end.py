@@ -12,6 +12,7 @@ import pytest
 
 from edge_runtime import classifier, manifest
 from tests.conftest import run_cli
+from tests.digit_photos import write_photos
 
 pytestmark = pytest.mark.slow
 EXPORTS = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
@@ -116,3 +117,30 @@ def test_bundle_installs_alone_in_a_fresh_venv_and_reproduces_the_int8_accuracy(
     assert "skipping model_int8.onnx" in result.stderr
     recorded = json.loads((trained / "manifest.json").read_text())["files"]["model_int8.tflite"]["test_accuracy"]
     assert rows[0]["accuracy"] == recorded and rows[0]["images"] == 10000
+
+    # And it classifies image files there: photos of test digits, JPEG and PNG, via the console script.
+    from train import data
+
+    test_set = data.load_dataset()
+    photos = [*write_photos(test_set.x_test[:10], test_set.y_test[:10], tmp_path / "photos", suffix=".jpg"),
+              *write_photos(test_set.x_test[10:20], test_set.y_test[10:20], tmp_path / "photos", suffix=".png", seed=1)]
+    predicted = subprocess.run([str(venv / "bin" / "mnist-edge"), "predict", "model_int8.tflite", *map(str, photos), "--json"],
+                               capture_output=True, text=True, cwd=bundle)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    labels = [entry["label"] for entry in json.loads(predicted.stdout)["predictions"]]
+    assert sum(label == int(truth) for label, truth in zip(labels, test_set.y_test[:20])) >= 19
+
+
+def test_photos_of_digits_are_classified_as_well_as_the_digits_themselves(trained, mnist, tmp_path):
+    """500 test digits written as photos (dark ink on light paper, 8× larger, off-centre, noisy, JPEG)
+    and classified by `predict` from the files: as accurate as the 28×28 originals, within 1 point."""
+    count = 500
+    photos = write_photos(mnist.x_test[:count], mnist.y_test[:count], tmp_path, suffix=".jpg")
+    result = run_cli("-m", "edge_runtime", "predict", str(trained / "model_int8.tflite"), str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [entry["file"] for entry in predictions] == [str(path) for path in photos]
+    from_photos = np.mean([entry["label"] for entry in predictions] == mnist.y_test[:count])
+    from_digits = np.mean(classifier.Classifier.load(trained / "model_int8.tflite").predict(mnist.x_test[:count]).labels
+                          == mnist.y_test[:count])
+    assert from_photos >= from_digits - 0.01, (from_photos, from_digits)
