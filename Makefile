@@ -11,7 +11,7 @@ DATA_FLAG := $(if $(DATA),--data $(DATA),)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export bundle bench test test-fast system-deps lock clean
+.PHONY: venv train export compare bundle bench test test-fast system-deps lock clean
 .DELETE_ON_ERROR:
 
 venv: $(VENV_STAMP)
@@ -32,6 +32,12 @@ export: $(ARTIFACTS)/manifest.json
 
 $(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py)
 	$(PYTHON) -m export --model $(ARTIFACTS)/model.keras --output-dir $(ARTIFACTS) $(DATA_FLAG)
+
+# Float vs int8, every model in every installed runtime: $(ARTIFACTS)/report/ (Markdown, JSON, PNGs).
+# Always re-runs (it measures speed); exits 3 when an int8 model loses more than COMPARE_TOLERANCE points.
+COMPARE_TOLERANCE ?= 0.5
+compare: $(ARTIFACTS)/manifest.json
+	$(PYTHON) -m compare --artifacts $(ARTIFACTS) --tolerance $(COMPARE_TOLERANCE) $(DATA_FLAG) $(COMPARE_FLAGS)
 
 bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 

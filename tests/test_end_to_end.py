@@ -144,3 +144,59 @@ def test_photos_of_digits_are_classified_as_well_as_the_digits_themselves(traine
     from_digits = np.mean(classifier.Classifier.load(trained / "model_int8.tflite").predict(mnist.x_test[:count]).labels
                           == mnist.y_test[:count])
     assert from_photos >= from_digits - 0.01, (from_photos, from_digits)
+
+
+def bare_litert_int8_outputs(path, images):
+    """Int8 outputs of a .tflite model from the bare LiteRT interpreter, quantizing by hand: a check
+    on `compare` that shares none of edge_runtime's code."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (len(images), 28, 28, 1))
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = source["quantization"]
+    quantized = np.clip(np.round(images.astype(np.float32)[..., None] / 255 / scale) + zero_point, -128, 127)
+    interpreter.set_tensor(source["index"], quantized.astype(np.int8))
+    interpreter.invoke()
+    return interpreter.get_tensor(target["index"])
+
+
+def test_compare_report_matches_an_independent_evaluation(trained, mnist, tmp_path):
+    import keras
+
+    result = run_cli("-m", "compare", "--artifacts", str(trained), "--output-dir", str(tmp_path / "report"), "--no-speed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = {(row["model"], row["runtime"]): row for row in saved["rows"]}
+    assert {"model.keras", "model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx"} == {
+        model for model, _ in rows}
+
+    labels = mnist.y_test.astype(np.int64)
+    float_labels = keras.models.load_model(trained / "model.keras").predict(
+        mnist.x_test[..., None].astype(np.float32) / 255, batch_size=1000, verbose=0).argmax(axis=1)
+    int8_labels = bare_litert_int8_outputs(trained / "model_int8.tflite", mnist.x_test).argmax(axis=1)
+    int8 = rows[("model_int8.tflite", "litert")]
+    assert rows[("model.keras", "keras")]["accuracy"] == np.mean(float_labels == labels)
+    assert int8["accuracy"] == np.mean(int8_labels == labels)
+    assert int8["only_float_right"] == int(np.sum((float_labels == labels) & (int8_labels != labels)))
+    assert int8["only_this_right"] == int(np.sum((float_labels != labels) & (int8_labels == labels)))
+    assert int8["agreement_with_float"] == np.mean(int8_labels == float_labels)
+    low, high = int8["change_ci_points"]
+    assert low <= int8["change_points"] <= high
+    assert saved["disagreements"]["count"] == int(np.sum(int8_labels != float_labels))
+    assert all(finding["images_with_different_outputs"] == 0
+               for finding in saved["consistency"] if finding["model"] == "model_int8.tflite")
+    for picture in ("confusion_matrices.png", "per_class_accuracy.png", "disagreements.png", "training_curves.png"):
+        assert (tmp_path / "report" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_gate_fails_naming_the_model_and_ranks_layers(trained, tmp_path):
+    """A tolerance no int8 model can meet (it must gain 0.5 points): exit 3, the model named, and the
+    per-layer quantization error added to the report."""
+    result = run_cli("-m", "compare", "--artifacts", str(trained), "--output-dir", str(tmp_path),
+                     "--no-speed", "--tolerance", "-0.5")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "FAILED: model_int8.tflite (litert): accuracy" in result.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert "## Quantization error by layer (TFLite)" in text and "| CONV_2D |" in text

@@ -1,0 +1,70 @@
+"""Where quantization error comes from: TFLite's quantization debugger, layers ranked by error.
+
+The debugger runs the float and the quantized graph side by side and compares each quantized
+op's output with its float counterpart. Error is reported as RMSE divided by the layer's
+quantization scale: about 0.29 (1/√12) is the floor that rounding alone causes; layers well
+above it are where precision is lost.
+"""
+
+import csv
+import io
+import pathlib
+
+from export import calibration
+
+DEBUG_IMAGES = 200
+
+
+def tflite_layer_errors(artifacts_dir, dataset, calibration_size=300, seed=0):
+    """Return layers ranked by RMSE / scale, worst first (a list of dicts)."""
+    import keras
+    import tensorflow as tf
+
+    keras_model = keras.models.load_model(pathlib.Path(artifacts_dir) / "model.keras")
+    calibration_images = calibration.calibration_images(dataset.x_train, dataset.y_train, calibration_size, seed)
+    debug_images = calibration.calibration_images(dataset.x_train, dataset.y_train, DEBUG_IMAGES, seed + 1)
+
+    def representative():
+        for index in range(len(calibration_images)):
+            yield [calibration_images[index:index + 1]]
+
+    def debug_dataset():
+        for index in range(len(debug_images)):
+            yield [debug_images[index:index + 1]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+    debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    rows = []
+    for record in csv.DictReader(io.StringIO(buffer.getvalue())):
+        scale = float(record["scale"])
+        mean_squared_error = float(record["mean_squared_error"])
+        rows.append({
+            "op": record["op_name"],
+            "tensor": record["tensor_name"],
+            "rmse_over_scale": (mean_squared_error ** 0.5) / scale if scale > 0 else float("nan"),
+            "mean_error": float(record["mean_error"]),
+            "max_abs_error": float(record["max_abs_error"]),
+            "scale": scale,
+        })
+    rows.sort(key=lambda row: -row["rmse_over_scale"] if row["rmse_over_scale"] == row["rmse_over_scale"] else 0)
+    return rows
+
+
+def markdown(rows):
+    lines = [
+        "## Quantization error by layer (TFLite)",
+        "RMSE of each quantized op's output against the float graph, in units of that tensor's "
+        "quantization step; rounding alone gives about 0.29. Worst first.",
+        "",
+        "| op | tensor | RMSE / scale | largest abs. error | mean error |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        tensor = row["tensor"].split(";")[0]  # the converter joins fused ops' names with ';'
+        lines.append(f"| {row['op']} | `{tensor}` | {row['rmse_over_scale']:.3f} | {row['max_abs_error']:.4f} | {row['mean_error']:+.5f} |")
+    return "\n".join(lines)

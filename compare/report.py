@@ -1,0 +1,103 @@
+"""Write the comparison report: report.json for programs, report.md for people."""
+
+import json
+import math
+
+from edge_runtime import atomic_files
+
+
+def number(value, fmt):
+    """Format `value`, or an em dash when it is missing or not a number."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, fmt)
+
+
+def main_table(summary):
+    """The one-row-per-(model × runtime) Markdown table."""
+    lines = [
+        "| model | runtime | size | accuracy | change vs float (95% CI) | McNemar p | agreement | max Δp | p50 batch 1 | images/s batch 256 | peak RSS |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for index, row in enumerate(summary["rows"]):
+        if index == 0:
+            change = "reference"
+        else:
+            low, high = row["change_ci_points"]
+            change = f"{row['change_points']:+.2f} pt [{low:+.2f}, {high:+.2f}] ({row['only_float_right']}↓ {row['only_this_right']}↑)"
+        lines.append(
+            f"| {row['model']} | {row['runtime']} | {row['size_bytes'] / 1024:,.1f} KiB | {100 * row['accuracy']:.2f}% "
+            f"| {change} | {'—' if index == 0 else number(row['mcnemar_p_value'], '.3g')} "
+            f"| {100 * row['agreement_with_float']:.2f}% | {number(row['max_probability_difference'], '.1e')} "
+            f"| {number(row['latency_p50_ms'], '.3f')} ms | {number(row['throughput_images_per_s'], ',.0f')} "
+            f"| {number(row['peak_rss_mib'], '.0f')} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def per_class_table(summary):
+    """Accuracy per digit for the float model and each distinct quantized file (first runtime)."""
+    seen, rows = set(), []
+    for row in summary["rows"]:
+        if row["precision"] == "float32" and row is not summary["rows"][0]:
+            continue
+        if row["model"] in seen:
+            continue
+        seen.add(row["model"])
+        rows.append(row)
+    lines = ["| model | " + " | ".join(str(digit) for digit in range(10)) + " |", "|---|" + "---:|" * 10]
+    for row in rows:
+        lines.append(f"| {row['model']} | " + " | ".join(number(100 * value, ".1f") for value in row["per_class_accuracy"]) + " |")
+    return "\n".join(lines)
+
+
+def consistency_lines(summary):
+    if not summary["consistency"]:
+        return "Only one runtime is installed for each model: nothing to cross-check."
+    lines = ["| model | runtimes | images with different raw outputs | images with different labels |", "|---|---|---:|---:|"]
+    for finding in summary["consistency"]:
+        lines.append(f"| {finding['model']} | {' vs '.join(finding['runtimes'])} | "
+                     f"{finding['images_with_different_outputs']} | {finding['images_with_different_labels']} |")
+    return "\n".join(lines)
+
+
+def without_nan(value):
+    """Replace NaN floats (a measurement that could not be made) with None, recursively, for JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value
+
+
+def write_report(summary, directory, extra_sections=()):
+    """Write report.json and report.md into `directory`; return the Markdown text."""
+    gate = summary["gate"]
+    disagreements = summary["disagreements"]
+    sections = [
+        "# Float vs quantized: what int8 cost",
+        f"All models on the same {summary['images']:,} MNIST test images, through the device's own preprocessing "
+        f"(edge_runtime), one thread. Change vs float is in accuracy points against the Keras model, with an "
+        f"exact paired 95% interval ({summary['method']}); ↓/↑ count the images only the float model / only this "
+        f"model got right. Agreement is top-1 agreement with Keras; max Δp the largest probability difference.",
+        main_table(summary),
+        f"**Gate** (int8 may lose at most {summary['tolerance_points']:.2f} points): "
+        + ("passed." if gate["passed"] else "FAILED — " + "; ".join(gate["failures"])),
+        "## Same file, different interpreters",
+        consistency_lines(summary),
+        "## Accuracy per digit (%)",
+        per_class_table(summary),
+        "![per-class accuracy](per_class_accuracy.png)",
+        "![confusion matrices](confusion_matrices.png)",
+        f"## Where float and int8 disagree ({disagreements.get('count', 0)} images, {disagreements.get('model')})",
+        "![disagreements](disagreements.png)",
+        "## Training",
+        "![training curves](training_curves.png)",
+        *extra_sections,
+    ]
+    text = "\n\n".join(sections) + "\n"
+    atomic_files.write_text_atomically(directory / "report.md", text)
+    atomic_files.write_text_atomically(directory / "report.json", json.dumps(without_nan(summary), indent=2, allow_nan=False) + "\n")
+    return text

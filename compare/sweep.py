@@ -1,0 +1,69 @@
+"""`--sweep`: export int8 models over calibration settings and measure each, to choose on evidence."""
+
+import pathlib
+import tempfile
+
+import numpy as np
+
+from compare import statistics
+from edge_runtime import classifier, preprocessing
+from export import calibration, to_onnx, to_tflite
+
+CALIBRATION_SIZES = (100, 300, 1000)
+
+
+def run_sweep(artifacts_dir, dataset, reference_labels, sizes=CALIBRATION_SIZES,
+              methods=to_onnx.CALIBRATION_METHODS, seed=0, progress=print):
+    """Return one row per (format, calibration size, method) with accuracy against the float model.
+
+    Takes: the artifacts directory (model.keras and model_f32.onnx), the Dataset, and the float
+    model's test predictions. Calibration images are stratified draws from the training set.
+    """
+    import keras
+
+    artifacts_dir = pathlib.Path(artifacts_dir)
+    keras_model = keras.models.load_model(artifacts_dir / "model.keras")
+    labels = dataset.y_test.astype(np.int64)
+    reference_correct = reference_labels == labels
+    test_input = preprocessing.to_model_input(dataset.x_test)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        for size in sizes:
+            images = calibration.calibration_images(dataset.x_train, dataset.y_train, size, seed)
+            candidates = [("tflite", "—", scratch / f"int8_{size}.tflite")]
+            candidates[0][2].write_bytes(to_tflite.convert_int8(keras_model, images))
+            for method in methods:
+                path = scratch / f"int8_{size}_{method}.onnx"
+                to_onnx.quantize_int8(artifacts_dir / "model_f32.onnx", path, images, method)
+                candidates.append(("onnx", method, path))
+            for file_format, method, path in candidates:
+                predicted = classifier.Classifier.load(path, check_integrity=False).predict(test_input).labels
+                comparison = statistics.paired_comparison(reference_correct, predicted == labels)
+                rows.append({
+                    "format": file_format,
+                    "calibration_images": size,
+                    "method": method,
+                    "accuracy": comparison["candidate_accuracy"],
+                    "change_points": comparison["difference_points"],
+                    "change_ci_points": [comparison["ci_low_points"], comparison["ci_high_points"]],
+                    "agreement_with_float": float(np.mean(predicted == reference_labels)),
+                })
+                progress(f"  {file_format:<6} {size:>5} images  {method:<10} {100 * comparison['candidate_accuracy']:.2f}%")
+    return rows
+
+
+def markdown(rows):
+    lines = [
+        "## Calibration sweep",
+        "Each int8 model re-exported with the given calibration (stratified training images, seed 0) "
+        "and measured on the full test set against the float model.",
+        "",
+        "| format | calibration images | ONNX method | accuracy | change vs float (95% CI) | agreement |",
+        "|---|---:|---|---:|---|---:|",
+    ]
+    for row in rows:
+        low, high = row["change_ci_points"]
+        lines.append(f"| {row['format']} | {row['calibration_images']} | {row['method']} | {100 * row['accuracy']:.2f}% "
+                     f"| {row['change_points']:+.2f} pt [{low:+.2f}, {high:+.2f}] | {100 * row['agreement_with_float']:.2f}% |")
+    return "\n".join(lines)
