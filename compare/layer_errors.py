@@ -2,15 +2,16 @@
 
 The debugger runs the float and the quantized graph side by side and compares each quantized
 op's output with its float counterpart. Error is reported as RMSE divided by the layer's
-quantization scale: about 0.29 (1/√12) is the floor that rounding alone causes; layers well
+quantization scale: rounding alone gives up to about 0.29 (1/√12, less where many values are exact zeros); layers well
 above it are where precision is lost.
 """
 
+import contextlib
 import csv
 import io
 import pathlib
 
-from export import calibration
+from export import calibration, to_tflite
 
 DEBUG_IMAGES = 200
 
@@ -24,19 +25,15 @@ def tflite_layer_errors(artifacts_dir, dataset, calibration_size=300, seed=0):
     calibration_images = calibration.calibration_images(dataset.x_train, dataset.y_train, calibration_size, seed)
     debug_images = calibration.calibration_images(dataset.x_train, dataset.y_train, DEBUG_IMAGES, seed + 1)
 
-    def representative():
-        for index in range(len(calibration_images)):
-            yield [calibration_images[index:index + 1]]
-
     def debug_dataset():
         for index in range(len(debug_images)):
             yield [debug_images[index:index + 1]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
-    debugger.run()
+    converter = to_tflite.quantizing_converter(keras_model, calibration_images)
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras 3 prints the SavedModel signature
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        debugger.run()
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     rows = []
@@ -59,7 +56,7 @@ def markdown(rows):
     lines = [
         "## Quantization error by layer (TFLite)",
         "RMSE of each quantized op's output against the float graph, in units of that tensor's "
-        "quantization step; rounding alone gives about 0.29. Worst first.",
+        "quantization step; rounding alone gives up to about 0.29 (1/√12); well above it, precision is lost. Worst first.",
         "",
         "| op | tensor | RMSE / scale | largest abs. error | mean error |",
         "|---|---|---:|---:|---:|",

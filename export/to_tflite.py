@@ -21,6 +21,16 @@ def convert_int8(keras_model, calibration_images):
     """
     import tensorflow as tf
 
+    converter = quantizing_converter(keras_model, calibration_images)
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return run_converter(converter)
+
+
+def quantizing_converter(keras_model, calibration_images):
+    """A TFLite converter set up for int8 ops calibrated on `calibration_images` (float I/O as yet)."""
+    import tensorflow as tf
+
     def representative_dataset():
         for index in range(len(calibration_images)):
             yield [calibration_images[index : index + 1]]
@@ -29,9 +39,7 @@ def convert_int8(keras_model, calibration_images):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return run_converter(converter)
+    return converter
 
 
 def run_converter(converter):
