@@ -48,6 +48,12 @@ $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(wildcard edg
 bench: $(ARTIFACTS)/manifest.json
 	$(PYTHON) benchmarks/bench_runtime.py --artifacts $(ARTIFACTS)
 
+# The bundle installed and run on an emulated Raspberry Pi 4 and 5 (arm64 rootfs, qemu-user; needs
+# root, installs debootstrap and qemu 10 itself, caches the rootfs in /var/cache/mnist-edge), compared with x86.
+.PHONY: pi-check
+pi-check: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
+	bash pi/check.sh --bundle $(ARTIFACTS)/mnist-edge-bundle.tar.gz --python $(PYTHON)
+
 test: $(VENV_STAMP)
 	$(PYTHON) -m pytest
 

@@ -72,3 +72,16 @@ def untrained_export(tmp_path_factory, mnist):
     ))
     np.savez_compressed(directory / evaluation.TEST_SET_NAME, x_test=small.x_test, y_test=small.y_test)
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The real thing, once per test run: train three epochs and export, through the commands users
+    run (about a minute on two cores). Shared by the end-to-end and the Raspberry Pi tests; tests
+    write their own outputs elsewhere and leave this directory as it is."""
+    output = tmp_path_factory.mktemp("artifacts")
+    trained_run = run_cli("-m", "train", "--output-dir", str(output))
+    assert trained_run.returncode == 0, trained_run.stderr[-3000:]
+    exported = run_cli("-m", "export", "--model", str(output / "model.keras"), "--output-dir", str(output))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    return output

@@ -18,17 +18,6 @@ pytestmark = pytest.mark.slow
 EXPORTS = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Train and export once for the whole module; return the output directory."""
-    output = tmp_path_factory.mktemp("artifacts")
-    trained_run = run_cli("-m", "train", "--output-dir", str(output))
-    assert trained_run.returncode == 0, trained_run.stderr[-3000:]
-    exported = run_cli("-m", "export", "--model", str(output / "model.keras"), "--output-dir", str(output))
-    assert exported.returncode == 0, exported.stderr[-3000:]
-    return output
-
-
 def test_float_model_reaches_the_seed_accuracy(trained):
     history = json.loads((trained / "history.json").read_text())
     assert history["epochs"] == 3 and len(history["history"]["val_accuracy"]) == 3
