@@ -6,15 +6,12 @@ preprocessing is the device's own; only Keras runs natively, as the float refere
 """
 
 import dataclasses
-import os
 import pathlib
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-from edge_runtime import backends, benchmarking, classifier, preprocessing
+from edge_runtime import backends, benchmarking, classifier, errors, preprocessing
 
 MODEL_FILES = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
 KERAS_FILE = "model.keras"
@@ -60,22 +57,10 @@ def runtimes_for(path):
     return [name for name in candidates if name in installed]
 
 
-def measure_speed(run_once, single_image, images, batch_size=256, latency_runs=200):
-    """Return (p50 latency of one image in ms, images per second at `batch_size`)."""
-    for _ in range(20):
-        run_once(single_image)
-    durations = []
-    for _ in range(latency_runs):
-        started = time.perf_counter()
-        run_once(single_image)
-        durations.append(time.perf_counter() - started)
-    best = 0.0
-    for _ in range(2):
-        started = time.perf_counter()
-        for start in range(0, len(images), batch_size):
-            run_once(images[start:start + batch_size])
-        best = max(best, len(images) / (time.perf_counter() - started))
-    return 1000.0 * float(np.median(durations)), best
+def measure_speed(run_once, model_input, batch_size=256):
+    """Return (p50 latency of one image in ms, best images per second at `batch_size`)."""
+    p50 = benchmarking.latency(run_once, model_input[:1])["p50"]
+    return p50, benchmarking.throughput(run_once, model_input, batch_size=batch_size, repeats=2)
 
 
 def keras_run(artifacts_dir, test_images, measure=True):
@@ -88,9 +73,8 @@ def keras_run(artifacts_dir, test_images, measure=True):
     probabilities = model.predict(model_input, batch_size=1000, verbose=0)
     run = Run(KERAS_FILE, "keras", "float32", path.stat().st_size, probabilities, probabilities)
     if measure:
-        run.latency_p50_ms, run.throughput_images_per_s = measure_speed(
-            lambda batch: model.predict_on_batch(batch), model_input[:1], model_input)
-        run.peak_rss_mib = child_peak_rss([sys.executable, "-c", KERAS_COLD_START, str(path)])
+        run.latency_p50_ms, run.throughput_images_per_s = measure_speed(model.predict_on_batch, model_input)
+        run.peak_rss_mib = peak_rss_or_nan([sys.executable, "-c", KERAS_COLD_START, str(path)], path)
     return run
 
 
@@ -103,19 +87,17 @@ def runtime_run(path, runtime, test_images, measure=True):
     precision = "int8" if "int8" in path.name else "float32"
     run = Run(path.name, runtime, precision, path.stat().st_size, probabilities, raw)
     if measure:
-        run.latency_p50_ms, run.throughput_images_per_s = measure_speed(
-            model.run_raw, model_input[:1], model_input)
+        run.latency_p50_ms, run.throughput_images_per_s = measure_speed(model.run_raw, model_input)
         run.peak_rss_mib = benchmarking.cold_start(path, runtime, threads=1)[1]
     return run
 
 
-def child_peak_rss(command):
-    """Run `command` (a program ending in PEAK_RSS_CODE); return its peak RSS in MiB."""
-    child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    lines = [line for line in child.stdout.splitlines() if line.startswith("first-prediction")]
-    if child.returncode != 0 or not lines:
+def peak_rss_or_nan(command, what):
+    """Peak RSS in MiB of `command` (a program ending in PEAK_RSS_CODE); NaN, reported as a dash, if it fails."""
+    try:
+        return benchmarking.child_peak_rss(command, what)[1]
+    except errors.EdgeRuntimeError:
         return float("nan")
-    return int(lines[0].split()[1]) / 1024.0
 
 
 def all_runs(artifacts_dir, test_images, measure=True, progress=print):

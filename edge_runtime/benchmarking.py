@@ -45,25 +45,26 @@ def percentiles_ms(seconds):
     return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)}
 
 
-def latency(model, image, runs=200, warmup=20):
-    """Time `runs` single-image predictions through the full predict path; return percentiles (ms)."""
+def latency(run_once, image, runs=200, warmup=20):
+    """Time `runs` calls of `run_once(image)` (one image); return percentiles in ms."""
     for _ in range(warmup):
-        model.predict(image)
+        run_once(image)
     durations = []
     for _ in range(runs):
         started = time.perf_counter()
-        model.predict(image)
+        run_once(image)
         durations.append(time.perf_counter() - started)
     return percentiles_ms(durations)
 
 
-def throughput(model, images, batch_size=256, repeats=3):
-    """Classify `images` in batches `repeats` times; return the best rate in images per second."""
-    model.predict(images[:batch_size], batch_size=batch_size)
+def throughput(run_batch, images, batch_size=256, repeats=3):
+    """Pass `images` through `run_batch` in batches, `repeats` times; return the best images per second."""
+    run_batch(images[:batch_size])
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        model.predict(images, batch_size=batch_size)
+        for start in range(0, len(images), batch_size):
+            run_batch(images[start : start + batch_size])
         best = max(best, len(images) / (time.perf_counter() - started))
     return best
 
@@ -74,16 +75,22 @@ def cold_start(model_path, backend=None, threads=1, python=sys.executable):
     Returns: (seconds from process start to the first prediction, that process's peak RSS in MiB).
     Raises: EdgeRuntimeError when the child fails (its last error line is included).
     """
+    return child_peak_rss([python, "-c", COLD_START_SCRIPT, str(model_path), backend or "", str(threads or 0)],
+                          what=model_path)
+
+
+def child_peak_rss(command, what):
+    """Run `command`, a program ending in PEAK_RSS_CODE; return (its wall time in s, its peak RSS in MiB).
+
+    Raises: EdgeRuntimeError naming `what` when the child fails (its last error line is included).
+    """
     started = time.perf_counter()
-    child = subprocess.run(
-        [python, "-c", COLD_START_SCRIPT, str(model_path), backend or "", str(threads or 0)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    child = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     elapsed = time.perf_counter() - started
     report = [line for line in child.stdout.splitlines() if line.startswith("first-prediction")]
     if child.returncode != 0 or not report:
         last = (child.stderr.strip().splitlines() or ["no output"])[-1]
-        raise errors.EdgeRuntimeError(f"{model_path}: cold-start process failed: {last}")
+        raise errors.EdgeRuntimeError(f"{what}: cold-start process failed: {last}")
     return elapsed, int(report[0].split()[1]) / 1024.0
 
 
@@ -94,8 +101,8 @@ def run_benchmark(model, images, batch_size=256, runs=200, cold_starts=3):
     return {
         "model": str(model.path),
         "backend": model.backend.name,
-        "latency_batch1_ms": latency(model, images[:1], runs=runs),
-        "throughput_images_per_s": throughput(model, images, batch_size=batch_size),
+        "latency_batch1_ms": latency(model.predict, images[:1], runs=runs),
+        "throughput_images_per_s": throughput(model.predict, images, batch_size=batch_size),
         "throughput_batch_size": batch_size,
         "cold_start_s": float(np.median([seconds for seconds, _ in cold])),
         "peak_rss_mib": float(np.median([rss for _, rss in cold])),

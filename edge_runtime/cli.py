@@ -81,12 +81,12 @@ def load_classifier(arguments, path):
                            check_integrity=not arguments.skip_integrity_check)
 
 
-def expand_image_arguments(items, stdin_data=None):
+def expand_image_arguments(items):
     """Turn file, directory and '-' arguments into (label, path) pairs; stdin is saved to a temp file."""
     found_paths = []
     for item in items:
         if item == "-":
-            found_paths.append(("<stdin>", stdin_to_file(sys.stdin.buffer.read() if stdin_data is None else stdin_data)))
+            found_paths.append(("<stdin>", stdin_to_file(sys.stdin.buffer.read())))
             continue
         path = pathlib.Path(item)
         if path.is_dir():

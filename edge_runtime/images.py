@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from edge_runtime import errors
-from edge_runtime.preprocessing import IMAGE_HEIGHT, IMAGE_WIDTH
+from edge_runtime.preprocessing import IMAGE_HEIGHT, IMAGE_WIDTH, to_unit_float
 
 # Refused before any pixel is decoded: a 48-megapixel phone photo passes, a 20000×20000 image does not.
 MAX_PIXELS = 50_000_000
@@ -201,16 +201,7 @@ def read_npy(path, name):
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise errors.InputError(f"{name}: cannot read .npy data ({error})") from None
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / np.float32(255.0)
-    else:
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise errors.InputError(f"{name}: contains NaN or infinite values")
-        if array.min() < 0.0 or array.max() > 1.0:
-            raise errors.InputError(
-                f"{name}: float pixels must be in [0, 1], found [{array.min():.3g}, {array.max():.3g}]"
-            )
+    array = to_unit_float(array, name)
     if batch:
         return array.reshape(shape[0], IMAGE_HEIGHT, IMAGE_WIDTH)
     if array.ndim == 3:
@@ -218,25 +209,21 @@ def read_npy(path, name):
     return array
 
 
-def has_light_background(image):
-    """True when the border of the picture is mostly light: dark ink on paper, to be inverted."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return float(np.median(border)) > 0.5
+def border_level(image):
+    """The median of the picture's outermost pixels: the level of its background."""
+    return float(np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])))
 
 
 def to_mnist(image, name="image"):
-    """Turn a grayscale picture (float32 in [0, 1], any size) into a 28×28 MNIST-style digit."""
-    image = np.asarray(image, dtype=np.float32)
+    """Turn a grayscale picture (uint8, or floats in [0, 1]; any size) into a 28×28 MNIST-style digit."""
+    image = to_unit_float(image, name)
     if image.ndim != 2 or image.size == 0:
         raise errors.InputError(f"{name}: expected a 2-D grayscale image, got shape {image.shape}")
-    if not np.isfinite(image).all():
-        raise errors.InputError(f"{name}: contains NaN or infinite values")
-    light = has_light_background(image)
+    light = border_level(image) > 0.5  # mostly light border: dark ink on paper, to be inverted
     if image.shape == (IMAGE_HEIGHT, IMAGE_WIDTH) and not light:
         return image  # already MNIST-style: unchanged
     ink = 1.0 - image if light else image
-    border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
-    paper = float(np.median(border))
+    paper = border_level(ink)
     strongest = float(ink.max())
     if strongest - paper < MIN_CONTRAST:
         raise errors.InputError(f"{name}: no digit found (the image is blank or has almost no contrast)")

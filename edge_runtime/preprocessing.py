@@ -30,19 +30,7 @@ def to_model_input(images, name="input"):
     (N, 28, 28) or (N, 28, 28, 1). `name` is used in error messages (a file name, say).
     Raises: InputError for another shape, a non-numeric dtype, NaN/inf, or floats outside [0, 1].
     """
-    array = np.asarray(images)
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / np.float32(255.0)
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32, copy=False)
-        if not np.isfinite(array).all():
-            raise errors.InputError(f"{name}: contains NaN or infinite values")
-        if array.size and (array.min() < 0.0 or array.max() > 1.0):
-            raise errors.InputError(
-                f"{name}: float pixels must be in [0, 1], found [{array.min():.3g}, {array.max():.3g}]"
-            )
-    else:
-        raise errors.InputError(f"{name}: expected uint8 or float pixels, got dtype {array.dtype}")
+    array = to_unit_float(images, name)
     if array.shape in ((IMAGE_HEIGHT, IMAGE_WIDTH), INPUT_SHAPE):
         array = array.reshape(1, *INPUT_SHAPE)
     elif array.ndim == 3 and array.shape[1:] == (IMAGE_HEIGHT, IMAGE_WIDTH):
@@ -53,6 +41,26 @@ def to_model_input(images, name="input"):
         )
     if array.shape[0] == 0:
         raise errors.InputError(f"{name}: no images (empty batch)")
+    return array
+
+
+def to_unit_float(pixels, name="input"):
+    """Return `pixels` (any shape) as float32 in [0, 1]: uint8 scaled by 1/255, floats checked as they are.
+
+    Raises: InputError for another dtype, NaN/inf, or floats outside [0, 1].
+    """
+    array = np.asarray(pixels)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255.0)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise errors.InputError(f"{name}: expected uint8 or float pixels, got dtype {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise errors.InputError(f"{name}: contains NaN or infinite values")
+    if array.size and (array.min() < 0.0 or array.max() > 1.0):
+        raise errors.InputError(
+            f"{name}: float pixels must be in [0, 1], found [{array.min():.3g}, {array.max():.3g}]"
+        )
     return array
 
 
