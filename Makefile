@@ -8,6 +8,10 @@ ARTIFACTS ?= artifacts
 # Optional: your own data, an IDX directory or a Keras-layout .npz (see README).
 DATA ?=
 DATA_FLAG := $(if $(DATA),--data $(DATA),)
+# Optional: class names, one a line (default: the digits for MNIST, else labels.txt beside DATA).
+LABELS ?=
+LABELS_FLAG := $(if $(LABELS),--labels $(LABELS),)
+RUNTIME_SOURCES := $(wildcard edge_runtime/*.py)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -25,24 +29,25 @@ $(VENV_STAMP): requirements/workstation.lock pyproject.toml
 
 train: $(ARTIFACTS)/model.keras
 
-$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py)
-	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG)
+$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES)
+	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG)
 
 export: $(ARTIFACTS)/manifest.json
 
-$(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py)
-	$(PYTHON) -m export --model $(ARTIFACTS)/model.keras --output-dir $(ARTIFACTS) $(DATA_FLAG)
+$(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py) $(RUNTIME_SOURCES)
+	$(PYTHON) -m export --model $(ARTIFACTS)/model.keras --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG)
 
 # Float vs int8, every model in every installed runtime: $(ARTIFACTS)/report/ (Markdown, JSON, PNGs).
-# Always re-runs (it measures speed); exits 3 when an int8 model loses more than COMPARE_TOLERANCE points.
-COMPARE_TOLERANCE ?= 0.5
+# Always re-runs (it measures speed); exits 3 when an int8 model loses more than the manifest's
+# tolerance (COMPARE_TOLERANCE=points overrides it).
+COMPARE_TOLERANCE ?=
 compare: $(ARTIFACTS)/manifest.json
-	$(PYTHON) -m compare --artifacts $(ARTIFACTS) --tolerance $(COMPARE_TOLERANCE) $(DATA_FLAG) $(COMPARE_FLAGS)
+	$(PYTHON) -m compare --artifacts $(ARTIFACTS) $(if $(COMPARE_TOLERANCE),--tolerance $(COMPARE_TOLERANCE),) $(DATA_FLAG) $(COMPARE_FLAGS)
 
 bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 
-$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(wildcard edge_runtime/*.py) export/bundle.py pyproject.toml
-	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS) $(DATA_FLAG)
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) export/bundle.py pyproject.toml
+	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings).
 bench: $(ARTIFACTS)/manifest.json

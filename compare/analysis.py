@@ -3,11 +3,10 @@
 import numpy as np
 
 from compare import statistics
+from edge_runtime import evaluation
 
-DEFAULT_TOLERANCE_POINTS = 0.5
 
-
-def summarize(runs, labels, tolerance_points=DEFAULT_TOLERANCE_POINTS):
+def summarize(runs, labels, class_names, tolerance_points):
     """Return the report as a JSON-ready dict. `runs[0]` must be the Keras float reference.
 
     Each row compares one run with the Keras model on the same images: the change in accuracy
@@ -35,17 +34,18 @@ def summarize(runs, labels, tolerance_points=DEFAULT_TOLERANCE_POINTS):
             "latency_p50_ms": run.latency_p50_ms,
             "throughput_images_per_s": run.throughput_images_per_s,
             "peak_rss_mib": run.peak_rss_mib,
-            "per_class_accuracy": statistics.per_class_accuracy(labels, run.labels).tolist(),
+            "per_class_accuracy": statistics.per_class_accuracy(labels, run.labels, len(class_names)).tolist(),
         })
     failures = [
-        f"{row['model']} ({row['runtime']}): accuracy {100 * row['accuracy']:.2f}% is "
-        f"{-row['change_points']:.2f} points below the float model's {100 * rows[0]['accuracy']:.2f}% "
-        f"(tolerance {tolerance_points:.2f})"
-        for row in rows
-        if row["precision"] == "int8" and -row["change_points"] > tolerance_points
+        failure for failure in (
+            evaluation.accuracy_drop_failure(f"{row['model']} ({row['runtime']})", row["accuracy"], rows[0]["accuracy"],
+                                             tolerance_points)
+            for row in rows if row["precision"] == "int8"
+        ) if failure
     ]
     return {
         "images": int(len(labels)),
+        "classes": list(class_names),
         "tolerance_points": tolerance_points,
         "method": statistics.paired_comparison(reference_correct, reference_correct)["method"],
         "rows": rows,

@@ -11,19 +11,26 @@ import csv
 import io
 import pathlib
 
-from export import calibration, to_tflite
+from export import calibration, pipeline, to_tflite
 
 DEBUG_IMAGES = 200
 
 
-def tflite_layer_errors(artifacts_dir, dataset, calibration_size=300, seed=0):
-    """Return layers ranked by RMSE / scale, worst first (a list of dicts)."""
+def tflite_layer_errors(artifacts_dir, manifest, dataset):
+    """Return layers ranked by RMSE / scale, worst first (a list of dicts).
+
+    The int8 graph is re-converted with the export's own calibration (size and seed from `manifest`).
+    """
     import keras
     import tensorflow as tf
 
-    keras_model = keras.models.load_model(pathlib.Path(artifacts_dir) / "model.keras")
-    calibration_images = calibration.calibration_images(dataset.x_train, dataset.y_train, calibration_size, seed)
-    debug_images = calibration.calibration_images(dataset.x_train, dataset.y_train, DEBUG_IMAGES, seed + 1)
+    size, seed, shape = manifest.calibration["images"], manifest.calibration["seed"], manifest.input_shape
+    calibration_images = calibration.calibration_images(dataset.x_train, dataset.y_train, size, seed, shape)
+    debug_count = min(DEBUG_IMAGES, len(dataset.y_train))
+    debug_images = calibration.calibration_images(dataset.x_train, dataset.y_train, debug_count, seed + 1, shape)
+    keras_model, _ = pipeline.as_probabilities(
+        keras.models.load_model(pathlib.Path(artifacts_dir) / manifest.document["source_model"]["file"]),
+        calibration_images[:64])
 
     def debug_dataset():
         for index in range(len(debug_images)):

@@ -1,4 +1,4 @@
-"""The pictures of the report: confusion matrices, per-class accuracy, and the disputed digits."""
+"""The pictures of the report: confusion matrices, per-class accuracy, and the disputed test images."""
 
 import numpy as np
 
@@ -22,16 +22,18 @@ def save(figure, path):
     pyplot().close(figure)
 
 
-def confusion_matrices(labels, named_predictions, path):
-    """Side-by-side confusion matrices (rows: true digit, columns: predicted), one per model."""
+def confusion_matrices(labels, named_predictions, class_names, path):
+    """Side-by-side confusion matrices (rows: true class, columns: predicted), one per model."""
     plt = pyplot()
-    figure, axes = plt.subplots(1, len(named_predictions), figsize=(5.2 * len(named_predictions), 4.8))
+    count = len(class_names)
+    side = max(4.8, 0.45 * count)
+    figure, axes = plt.subplots(1, len(named_predictions), figsize=((side + 0.4) * len(named_predictions), side))
     for axis, (name, predictions) in zip(np.atleast_1d(axes), named_predictions):
-        matrix = statistics.confusion_matrix(labels, predictions)
+        matrix = statistics.confusion_matrix(labels, predictions, count)
         # A log scale, or the diagonal (~1000 per cell) hides every mistake (a handful each).
         axis.imshow(np.log1p(matrix), cmap="Blues")
-        for true_label in range(10):
-            for predicted in range(10):
+        for true_label in range(count):
+            for predicted in range(count):
                 count = matrix[true_label, predicted]
                 if count:
                     axis.text(predicted, true_label, str(count), ha="center", va="center", fontsize=7,
@@ -39,31 +41,33 @@ def confusion_matrices(labels, named_predictions, path):
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        axis.set_xticks(range(10))
-        axis.set_yticks(range(10))
+        axis.set_xticks(range(count), class_names, rotation=90 if max(map(len, class_names)) > 2 else 0, fontsize=8)
+        axis.set_yticks(range(count), class_names, fontsize=8)
     save(figure, path)
 
 
-def per_class_accuracy(labels, named_predictions, path):
-    """Grouped bars of accuracy per digit, one bar per model; the y axis starts near the lowest bar."""
+def per_class_accuracy(labels, named_predictions, class_names, path):
+    """Grouped bars of accuracy per class, one bar per model; the y axis starts near the lowest bar."""
     plt = pyplot()
-    figure, axis = plt.subplots(figsize=(10, 4))
+    count = len(class_names)
+    figure, axis = plt.subplots(figsize=(max(10, 0.8 * count), 4))
     width = 0.8 / len(named_predictions)
     lowest = 1.0
     for index, (name, predictions) in enumerate(named_predictions):
-        accuracy = statistics.per_class_accuracy(labels, predictions)
+        accuracy = statistics.per_class_accuracy(labels, predictions, count)
         lowest = min(lowest, np.nanmin(accuracy))
-        axis.bar(np.arange(10) + index * width, 100 * accuracy, width=width, label=name)
+        axis.bar(np.arange(count) + index * width, 100 * accuracy, width=width, label=name)
     axis.set_ylim(max(0.0, 100 * lowest - 2), 100.2)
-    axis.set_xticks(np.arange(10) + width * (len(named_predictions) - 1) / 2, [str(digit) for digit in range(10)])
-    axis.set_xlabel("digit")
+    axis.set_xticks(np.arange(count) + width * (len(named_predictions) - 1) / 2, class_names,
+                    rotation=30 if max(map(len, class_names)) > 2 else 0)
+    axis.set_xlabel("class")
     axis.set_ylabel("accuracy, %")
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=len(named_predictions), frameon=False)
     save(figure, path)
 
 
-def disagreement_grid(images, disagreements, path, columns=8):
+def disagreement_grid(images, disagreements, class_names, path, columns=8):
     """The first test images where float and int8 disagree, titled with truth and both predictions."""
     plt = pyplot()
     indices = disagreements["indices"]
@@ -80,6 +84,7 @@ def disagreement_grid(images, disagreements, path, columns=8):
     for axis, index, truth, float_label, int8_label in zip(
         axes.flat, indices, disagreements["true_labels"], disagreements["float_labels"], disagreements["int8_labels"]
     ):
-        axis.imshow(images[index], cmap="gray_r")
-        axis.set_title(f"#{index} true {truth}\nfloat {float_label} · int8 {int8_label}", fontsize=8)
+        axis.imshow(images[index], cmap="gray_r" if images.ndim == 3 or images.shape[-1] == 1 else None)
+        axis.set_title(f"#{index} true {class_names[truth]}\nfloat {class_names[float_label]} · "
+                       f"int8 {class_names[int8_label]}", fontsize=8)
     save(figure, path)

@@ -36,7 +36,7 @@ def main_table(summary):
 
 
 def per_class_table(summary):
-    """Accuracy per digit for the float model and each distinct quantized file (first runtime)."""
+    """Accuracy per class for the float model and each distinct quantized file (first runtime)."""
     seen, rows = set(), []
     for row in summary["rows"]:
         if row["precision"] == "float32" and row is not summary["rows"][0]:
@@ -45,7 +45,9 @@ def per_class_table(summary):
             continue
         seen.add(row["model"])
         rows.append(row)
-    lines = ["| model | " + " | ".join(str(digit) for digit in range(10)) + " |", "|---|" + "---:|" * 10]
+    names = summary["classes"]
+    lines = ["| model | " + " | ".join(f"{name} ({index})" for index, name in enumerate(names)) + " |",
+             "|---|" + "---:|" * len(names)]
     for row in rows:
         lines.append(f"| {row['model']} | " + " | ".join(number(100 * value, ".1f") for value in row["per_class_accuracy"]) + " |")
     return "\n".join(lines)
@@ -78,7 +80,7 @@ def write_report(summary, directory, extra_sections=()):
     disagreements = summary["disagreements"]
     sections = [
         "# Float vs quantized: what int8 cost",
-        f"All models on the same {summary['images']:,} MNIST test images, through the device's own preprocessing "
+        f"All models on the same {summary['images']:,} test images, through the device's own preprocessing "
         f"(edge_runtime), one thread. Change vs float is in accuracy points against the Keras model, with an "
         f"exact paired 95% interval ({summary['method']}); ↓/↑ count the images only the float model / only this "
         f"model got right. Agreement is top-1 agreement with Keras; max Δp the largest probability difference.",
@@ -87,7 +89,7 @@ def write_report(summary, directory, extra_sections=()):
         + ("passed." if gate["passed"] else "FAILED — " + "; ".join(gate["failures"])),
         "## Same file, different interpreters",
         consistency_lines(summary),
-        "## Accuracy per digit (%)",
+        "## Accuracy per class (%)",
         per_class_table(summary),
         "![per-class accuracy](per_class_accuracy.png)",
         "![confusion matrices](confusion_matrices.png)",

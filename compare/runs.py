@@ -11,20 +11,7 @@ import sys
 
 import numpy as np
 
-from edge_runtime import backends, benchmarking, classifier, errors, preprocessing
-
-MODEL_FILES = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
-KERAS_FILE = "model.keras"
-
-# A fresh process that loads the Keras model and predicts once, for its peak memory.
-KERAS_COLD_START = """
-import os, sys
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import numpy as np
-import keras
-model = keras.models.load_model(sys.argv[1])
-model.predict(np.zeros((1, 28, 28, 1), np.float32), verbose=0)
-""" + benchmarking.PEAK_RSS_CODE
+from edge_runtime import backends, benchmarking, classifier, errors, manifest as manifest_module, preprocessing
 
 
 @dataclasses.dataclass
@@ -53,8 +40,7 @@ class Run:
 def runtimes_for(path):
     """The installed runtimes that can run the model file at `path`, in preference order."""
     installed = set(backends.available_backends())
-    candidates = backends.TFLITE_INTERPRETERS if path.suffix == ".tflite" else backends.ONNX_RUNTIMES
-    return [name for name in candidates if name in installed]
+    return [name for name in backends.interpreters_for(path) if name in installed]
 
 
 def measure_speed(run_once, model_input, batch_size=256):
@@ -63,29 +49,29 @@ def measure_speed(run_once, model_input, batch_size=256):
     return p50, benchmarking.throughput(run_once, model_input, batch_size=batch_size, repeats=2)
 
 
-def keras_run(artifacts_dir, test_images, measure=True):
-    """Run the Keras float model on `test_images` (uint8 (N, 28, 28)); return a Run."""
+def keras_run(path, test_images, input_shape, measure=True):
+    """Run the Keras float model at `path` on `test_images` (uint8); return a Run."""
     import keras
 
-    path = pathlib.Path(artifacts_dir) / KERAS_FILE
-    model = keras.models.load_model(path)
-    model_input = preprocessing.to_model_input(test_images)
+    from export import pipeline
+
+    path = pathlib.Path(path)
+    model_input = preprocessing.to_model_input(test_images, input_shape)
+    model, _ = pipeline.as_probabilities(keras.models.load_model(path), model_input[:64])
     probabilities = model.predict(model_input, batch_size=1000, verbose=0)
-    run = Run(KERAS_FILE, "keras", "float32", path.stat().st_size, probabilities, probabilities)
+    run = Run(path.name, "keras", "float32", path.stat().st_size, probabilities, probabilities)
     if measure:
         run.latency_p50_ms, run.throughput_images_per_s = measure_speed(model.predict_on_batch, model_input)
-        run.peak_rss_mib = peak_rss_or_nan([sys.executable, "-c", KERAS_COLD_START, str(path)], path)
+        run.peak_rss_mib = peak_rss_or_nan([sys.executable, "-m", "compare.keras_cold_start", str(path)], path)
     return run
 
 
-def runtime_run(path, runtime, test_images, measure=True):
+def runtime_run(path, runtime, precision, test_images, measure=True):
     """Run the exported model at `path` in `runtime` through edge_runtime; return a Run."""
     model = classifier.Classifier.load(path, backend=runtime, threads=1)
-    model_input = preprocessing.to_model_input(test_images)
-    raw = model.predict_raw(model_input)
-    probabilities = model.probabilities_from_raw(raw)
-    precision = "int8" if "int8" in path.name else "float32"
-    run = Run(path.name, runtime, precision, path.stat().st_size, probabilities, raw)
+    model_input = preprocessing.to_model_input(test_images, model.input_shape)
+    predictions = model.predict(model_input)
+    run = Run(path.name, runtime, precision, path.stat().st_size, predictions.probabilities, predictions.raw)
     if measure:
         run.latency_p50_ms, run.throughput_images_per_s = measure_speed(model.run_raw, model_input)
         run.peak_rss_mib = benchmarking.cold_start(path, runtime, threads=1)[1]
@@ -93,24 +79,24 @@ def runtime_run(path, runtime, test_images, measure=True):
 
 
 def peak_rss_or_nan(command, what):
-    """Peak RSS in MiB of `command` (a program ending in PEAK_RSS_CODE); NaN, reported as a dash, if it fails."""
+    """Peak RSS in MiB of `command` (a cold-start program, see edge_runtime.cold_start); NaN, shown as a dash, if it fails."""
     try:
         return benchmarking.child_peak_rss(command, what)[1]
     except errors.EdgeRuntimeError:
         return float("nan")
 
 
-def all_runs(artifacts_dir, test_images, measure=True, progress=print):
-    """Keras first, then every exported file in every runtime that can run it."""
+def all_runs(artifacts_dir, manifest, test_images, measure=True, progress=print):
+    """Keras first, then every model file the manifest lists, in every installed runtime that can run it."""
     artifacts_dir = pathlib.Path(artifacts_dir)
-    progress(f"  {KERAS_FILE} (keras)")
-    runs = [keras_run(artifacts_dir, test_images, measure)]
-    for name in MODEL_FILES:
-        path = artifacts_dir / name
-        if not path.is_file():
-            progress(f"  {name}: missing, skipped")
+    keras_path = artifacts_dir / manifest.document["source_model"]["file"]
+    progress(f"  {keras_path.name} (keras)")
+    runs = [keras_run(keras_path, test_images, manifest.input_shape, measure)]
+    for name, entry in manifest.files.items():
+        if entry.role not in manifest_module.MODEL_ROLES:
             continue
+        path = artifacts_dir / name
         for runtime in runtimes_for(path):
             progress(f"  {name} ({runtime})")
-            runs.append(runtime_run(path, runtime, test_images, measure))
+            runs.append(runtime_run(path, runtime, entry.precision, test_images, measure))
     return runs

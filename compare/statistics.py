@@ -198,7 +198,7 @@ def _check_labels(labels, predictions, classes):
     return labels.astype(np.int64), predictions.astype(np.int64)
 
 
-def per_class_accuracy(labels, predictions, classes=10):
+def per_class_accuracy(labels, predictions, classes):
     """Accuracy on the images of each true class (float array of length `classes`; NaN if no images)."""
     labels, predictions = _check_labels(labels, predictions, classes)
     totals = np.bincount(labels, minlength=classes).astype(np.float64)
@@ -209,7 +209,7 @@ def per_class_accuracy(labels, predictions, classes=10):
     return accuracy
 
 
-def confusion_matrix(labels, predictions, classes=10):
+def confusion_matrix(labels, predictions, classes):
     """Counts indexed [true class, predicted class] (int64, shape classes x classes)."""
     labels, predictions = _check_labels(labels, predictions, classes)
     matrix = np.zeros((classes, classes), dtype=np.int64)

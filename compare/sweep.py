@@ -6,39 +6,45 @@ import tempfile
 import numpy as np
 
 from compare import statistics
-from edge_runtime import classifier, preprocessing
-from export import calibration, to_onnx, to_tflite
+from edge_runtime import backends, classifier, manifest as manifest_module, preprocessing
+from export import calibration, pipeline, to_onnx, to_tflite
 
-CALIBRATION_SIZES = (100, 300, 1000)
+SIZE_FACTORS = (1 / 3, 1, 10 / 3)  # around the export's own calibration size (300: 100, 300, 1000)
 
 
-def run_sweep(artifacts_dir, dataset, reference_labels, sizes=CALIBRATION_SIZES,
-              methods=to_onnx.CALIBRATION_METHODS, seed=0, progress=print):
+def run_sweep(artifacts_dir, manifest, dataset, reference_labels, methods=to_onnx.CALIBRATION_METHODS,
+              progress=print):
     """Return one row per (format, calibration size, method) with accuracy against the float model.
 
-    Takes: the artifacts directory (model.keras and model_f32.onnx), the Dataset, and the float
+    Takes: the artifacts directory, its Manifest (the Keras model, the float ONNX file, and the
+    export's calibration size and seed, around which the sweep varies), the Dataset, and the float
     model's test predictions. Calibration images are stratified draws from the training set.
     """
     import keras
 
     artifacts_dir = pathlib.Path(artifacts_dir)
-    keras_model = keras.models.load_model(artifacts_dir / "model.keras")
+    seed = manifest.calibration["seed"]
+    exported_size = manifest.calibration["images"]
+    sizes = sorted({max(1, min(len(dataset.y_train), round(exported_size * factor))) for factor in SIZE_FACTORS})
+    float_onnx = next(name for name in manifest.files_with_role(manifest_module.ROLE_FLOAT_MODEL) if name.endswith(".onnx"))
     labels = dataset.y_test.astype(np.int64)
     reference_correct = reference_labels == labels
-    test_input = preprocessing.to_model_input(dataset.x_test)
+    test_input = preprocessing.to_model_input(dataset.x_test, manifest.input_shape)
+    keras_model, _ = pipeline.as_probabilities(
+        keras.models.load_model(artifacts_dir / manifest.document["source_model"]["file"]), test_input[:64])
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         for size in sizes:
-            images = calibration.calibration_images(dataset.x_train, dataset.y_train, size, seed)
+            images = calibration.calibration_images(dataset.x_train, dataset.y_train, size, seed, manifest.input_shape)
             candidates = [("tflite", "—", scratch / f"int8_{size}.tflite")]
             candidates[0][2].write_bytes(to_tflite.convert_int8(keras_model, images))
             for method in methods:
                 path = scratch / f"int8_{size}_{method}.onnx"
-                to_onnx.quantize_int8(artifacts_dir / "model_f32.onnx", path, images, method)
+                to_onnx.quantize_int8(artifacts_dir / float_onnx, path, images, method)
                 candidates.append(("onnx", method, path))
             for file_format, method, path in candidates:
-                predicted = classifier.Classifier.load(path, check_integrity=False).predict(test_input).labels
+                predicted = classifier.Classifier(backends.open_backend(path)).predict(test_input).labels
                 comparison = statistics.paired_comparison(reference_correct, predicted == labels)
                 rows.append({
                     "format": file_format,
@@ -56,7 +62,7 @@ def run_sweep(artifacts_dir, dataset, reference_labels, sizes=CALIBRATION_SIZES,
 def markdown(rows):
     lines = [
         "## Calibration sweep",
-        "Each int8 model re-exported with the given calibration (stratified training images, seed 0) "
+        "Each int8 model re-exported with the given calibration (stratified training images, the export's seed) "
         "and measured on the full test set against the float model.",
         "",
         "| format | calibration images | ONNX method | accuracy | change vs float (95% CI) | agreement |",

@@ -63,6 +63,11 @@ def model_format(path):
     raise errors.ModelFileError(f"{path}: unknown model format (expected a .tflite or .onnx file)")
 
 
+def interpreters_for(path):
+    """The names of the backends that can run the model file at `path` (by its format), in preference order."""
+    return tuple(TFLITE_INTERPRETERS if model_format(path) == "tflite" else ONNX_RUNTIMES)
+
+
 def available_backends():
     """Return the names of the backends whose modules can be found, without importing them."""
     found = []
@@ -187,7 +192,7 @@ class OnnxBackend:
             self.session = onnxruntime.InferenceSession(
                 str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
-        except Exception as error:  # onnxruntime raises its own untyped exceptions for bad files
+        except onnx_load_errors(onnxruntime) as error:
             raise errors.ModelFileError(f"{self.path}: corrupt or unsupported ONNX model: {first_line(error)}") from None
         (self._input,) = self.session.get_inputs()
         (self._output,) = self.session.get_outputs()
@@ -203,6 +208,14 @@ class OnnxBackend:
     def run(self, batch):
         """Run one batch; return the raw output array."""
         return self.session.run([self._output.name], {self._input.name: batch})[0]
+
+
+def onnx_load_errors(onnxruntime):
+    """The exception classes onnxruntime raises for a file it cannot load (they derive from Exception alone)."""
+    state = onnxruntime.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph", "NotImplemented",
+             "RuntimeException")
+    return (RuntimeError, ValueError, *(getattr(state, name) for name in names if hasattr(state, name)))
 
 
 def onnx_tensor_info(node):

@@ -13,32 +13,6 @@ import numpy as np
 
 from edge_runtime import errors
 
-# Appended to a child program: print its peak resident memory in KiB. VmHWM, not ru_maxrss:
-# Linux carries ru_maxrss across exec, so a child forked from a big parent reports the parent's.
-PEAK_RSS_CODE = """
-def peak_rss_kib():
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print("first-prediction", peak_rss_kib(), flush=True)
-"""
-
-# What the cold-start child does: exactly what a user's script does, nothing more.
-COLD_START_SCRIPT = """
-import sys
-import numpy as np
-from edge_runtime import Classifier
-model = Classifier.load(sys.argv[1], backend=sys.argv[2] or None, threads=int(sys.argv[3]) or None)
-model.predict(np.zeros((28, 28), np.uint8))
-""" + PEAK_RSS_CODE
-
-
 def percentiles_ms(seconds):
     """Return p50/p90/p99 of a list of durations in seconds, in milliseconds."""
     values = 1000.0 * np.asarray(seconds)
@@ -75,12 +49,13 @@ def cold_start(model_path, backend=None, threads=1, python=sys.executable):
     Returns: (seconds from process start to the first prediction, that process's peak RSS in MiB).
     Raises: EdgeRuntimeError when the child fails (its last error line is included).
     """
-    return child_peak_rss([python, "-c", COLD_START_SCRIPT, str(model_path), backend or "", str(threads or 0)],
+    return child_peak_rss([python, "-m", "edge_runtime.cold_start", str(model_path), backend or "", str(threads or 0)],
                           what=model_path)
 
 
 def child_peak_rss(command, what):
-    """Run `command`, a program ending in PEAK_RSS_CODE; return (its wall time in s, its peak RSS in MiB).
+    """Run `command`, a program that ends by printing `first-prediction <KiB>` (see cold_start.py);
+    return (its wall time in s, its peak RSS in MiB).
 
     Raises: EdgeRuntimeError naming `what` when the child fails (its last error line is included).
     """

@@ -1,47 +1,71 @@
-"""The three-line API: `Classifier.load(path)`, then `predict(images)` for labels and probabilities."""
+"""The three-line API: `Classifier.load(path)`, then `predict(images)` for labels and probabilities.
 
-import os
+One straight line: prepared model inputs → quantized → the interpreter → raw outputs →
+probabilities → labels. Files are decoded and prepared before this (`edge_runtime.preparation`).
+"""
+
 import pathlib
 
 import numpy as np
 
-from edge_runtime import backends, errors, manifest, preprocessing
+from edge_runtime import backends, errors, manifest as manifest_module, preprocessing
 
 DEFAULT_BATCH_SIZE = 256
 
 
 class Predictions:
-    """What a classifier says about N images: the top label (N,) and all ten probabilities (N, 10)."""
+    """What a classifier says about N images: raw outputs, probabilities (N, K) and top labels (N,)."""
 
-    __slots__ = ("labels", "probabilities")
+    __slots__ = ("labels", "probabilities", "raw", "class_names")
 
-    def __init__(self, labels, probabilities):
+    def __init__(self, labels, probabilities, raw=None, class_names=None):
         self.labels = labels
         self.probabilities = probabilities
+        self.raw = probabilities if raw is None else raw
+        self.class_names = class_names
 
     def top_k(self, k=3):
         """Return (labels, probabilities), each (N, k), best first."""
         order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
         return order, np.take_along_axis(self.probabilities, order, axis=1)
 
+    def names(self):
+        """The class name of each top label (its index as text when the model has no names)."""
+        return [self.class_names[label] if self.class_names else str(label) for label in self.labels]
+
     def __len__(self):
         return len(self.labels)
 
 
 class Classifier:
-    """A digit classifier around one exported model (.tflite or .onnx, float or int8).
+    """An image classifier around one exported model (.tflite or .onnx, float or int8).
 
     Int8 models take int8 inputs and give int8 outputs; the classifier quantizes and dequantizes
     with the scale and zero point read from the model itself, so callers always deal in floats.
+    The input shape is the model's own; class names and image preparation come from the manifest
+    beside the model (`manifest`, None when there is none).
     """
 
-    def __init__(self, backend, manifest_entry=None, threads=None):
+    def __init__(self, backend, manifest=None, threads=None):
         self.backend = backend
         self.threads = threads
         self.path = backend.path
-        self.manifest_entry = manifest_entry
+        self.manifest = manifest
         self.input = backend.input
         self.output = backend.output
+        self.input_shape = tuple(self.input.shape[1:])
+        self._quantized = self.input.scale is not None
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1 or len(self.output.shape) != 2:
+            raise errors.ModelFileError(
+                f"{self.path}: expected one image input (N, H, W, C) and one output (N, classes), "
+                f"got {self.input.shape} and {self.output.shape}"
+            )
+        classes = self.output.shape[1]
+        if manifest is not None and classes != manifest.num_classes:
+            raise errors.ModelFileError(
+                f"{self.path}: the model has {classes} outputs but its manifest names {manifest.num_classes} classes"
+            )
+        self.class_names = manifest.classes if manifest is not None else tuple(str(i) for i in range(classes))
 
     @classmethod
     def load(cls, path, backend=None, threads=None, check_integrity=True):
@@ -53,21 +77,21 @@ class Classifier:
         Raises: ModelFileError, IntegrityError, BackendUnavailableError.
         """
         path = pathlib.Path(path)
-        entry = None
-        if check_integrity and path.is_file():
-            beside = manifest.manifest_beside(path)
-            if beside is not None:
-                entry = manifest.verify_against_manifest(path, beside)
-        return cls(backends.open_backend(path, backend=backend, threads=threads), entry, threads)
+        found = None
+        if path.is_file():
+            found = manifest_module.manifest_beside(path)
+            if found is not None and check_integrity:
+                manifest_module.verify_against_manifest(path, found)
+        return cls(backends.open_backend(path, backend=backend, threads=threads), found, threads)
 
     @property
     def is_quantized(self):
         """True when the model takes quantized (integer) inputs."""
-        return self.input.scale is not None
+        return self._quantized
 
     def run_raw(self, model_input):
-        """Run float32 (N, 28, 28, 1) inputs; return the model's raw outputs (int8 for int8 models)."""
-        if self.is_quantized:
+        """Run float32 (N, H, W, C) inputs; return the model's raw outputs (int8 for int8 models)."""
+        if self._quantized:
             model_input = preprocessing.quantize(
                 model_input, self.input.scale, self.input.zero_point, self.input.dtype
             )
@@ -80,42 +104,38 @@ class Classifier:
         return np.asarray(raw, dtype=np.float32)
 
     def predict(self, images, batch_size=DEFAULT_BATCH_SIZE, name="input", progress=None):
-        """Classify images.
+        """Classify images that already have the model's input size.
 
-        Takes: uint8 or [0, 1] float images shaped (28, 28), (N, 28, 28) or (N, 28, 28, 1), or
-        image file paths (one, or a list), which are read and made MNIST-like by
-        `edge_runtime.images`. `progress`, if given, is called with the number of images done
-        after each batch.
+        Takes: uint8 or [0, 1] float arrays shaped (H, W[, C]) or (N, H, W[, C]) as the model takes
+        them (prepare picture files with `edge_runtime.preparation.prepare_files`). `progress`, if
+        given, is called with the number of images done after each batch.
         Returns: Predictions. Raises: InputError for a wrong shape, dtype or values.
         """
-        if isinstance(images, (str, os.PathLike)) or (
-            isinstance(images, (list, tuple)) and images and all(isinstance(item, (str, os.PathLike)) for item in images)
-        ):
-            from edge_runtime import images as image_files
-
-            images, _ = image_files.load_images([images] if isinstance(images, (str, os.PathLike)) else images)
-        model_input = preprocessing.to_model_input(images, name=name)
-        raw = self.predict_raw(model_input, batch_size, progress)
-        probabilities = self.probabilities_from_raw(raw)
-        return Predictions(labels=probabilities.argmax(axis=1), probabilities=probabilities)
-
-    def predict_raw(self, model_input, batch_size=DEFAULT_BATCH_SIZE, progress=None):
-        """Run float32 NHWC inputs in batches; return the concatenated raw outputs."""
         if batch_size < 1:
             raise errors.InputError(f"batch size must be at least 1, got {batch_size}")
+        model_input = preprocessing.to_model_input(images, self.input_shape, name=name)
         outputs = []
         for start in range(0, len(model_input), batch_size):
             outputs.append(self.run_raw(model_input[start : start + batch_size]))
             if progress is not None:
                 progress(min(start + batch_size, len(model_input)))
-        return np.concatenate(outputs)
+        raw = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        probabilities = self.probabilities_from_raw(raw)
+        return Predictions(probabilities.argmax(axis=1), probabilities, raw, self.class_names)
+
+    def preparation(self):
+        """How picture files become this model's inputs (see edge_runtime.preparation)."""
+        from edge_runtime import preparation
+
+        return preparation.for_model(self.manifest, self.input_shape)
 
     def describe(self):
-        """Return the model's path, backend and input/output details as a JSON-ready dict."""
+        """Return the model's path, backend, input/output details and classes as a JSON-ready dict."""
         return {
             "path": str(self.path),
             "format": self.backend.format,
             "backend": self.backend.name,
             "input": self.input.as_dict(),
             "output": self.output.as_dict(),
+            "classes": list(self.class_names),
         }

@@ -1,56 +1,86 @@
 """`python -m edge_runtime` (or `mnist-edge`): predict, eval, bench and info on the device.
 
-Every failure a user can cause (a missing or tampered file, an image that is not one) ends in one
-line on stderr naming the thing and the problem, and exit status 1 — never a traceback.
+Every failure a user can cause (a missing or tampered file, an image that is not one, a bad
+option) ends in one line on stderr naming the thing and the problem, and a non-zero exit status:
+1 for a bad file or input, 2 for a bad option, 3 for a failed accuracy check, 130 for Ctrl-C.
 """
 
 import argparse
 import json
+import math
+import os
 import pathlib
 import sys
-import tempfile
 
-from edge_runtime import backends, errors, manifest
+from edge_runtime import backends, errors, manifest as manifest_module
 
-DEFAULT_BUNDLE_MODELS = ("model_int8.tflite", "model_int8.onnx")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".pnm", ".npy"}
 EXIT_FAILED_CHECK = 3
 
 
+def positive_integer(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def points(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of percentage points, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of points >= 0, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m edge_runtime", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="mnist-edge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     def model_options(command):
         command.add_argument("--backend", choices=backends.BACKEND_NAMES, default=None,
                              help="force an interpreter (default: the first installed for the format)")
-        command.add_argument("--threads", type=int, default=None, help="interpreter threads")
+        command.add_argument("--threads", type=positive_integer, default=None, help="interpreter threads")
         command.add_argument("--skip-integrity-check", action="store_true",
                              help="load a model even when its sha256 differs from the manifest (unsafe)")
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    predict = commands.add_parser("predict", help="classify digit images (PNG, JPEG, PGM, .npy)")
+    predict = commands.add_parser("predict", help="classify images (PNG, JPEG, PGM, .npy)")
     predict.add_argument("model", type=pathlib.Path)
     predict.add_argument("images", nargs="+", help="image files, directories of them, or - for stdin")
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--top-k", type=positive_integer, default=3)
     model_options(predict)
 
     evaluate = commands.add_parser("eval", help="accuracy on the bundled test set against the float model")
     evaluate.add_argument("target", type=pathlib.Path, help="a bundle directory or one model file in it")
     evaluate.add_argument("--test-set", type=pathlib.Path, default=None,
-                          help="test set .npz (default: mnist_test.npz beside the model)")
-    evaluate.add_argument("--tolerance", type=float, default=0.5,
-                          help="largest accepted accuracy drop against the float model, in points")
+                          help="test set .npz (default: the manifest's test set, beside the model)")
+    evaluate.add_argument("--tolerance", type=points, default=None,
+                          help="largest accepted accuracy drop against the float model, in points "
+                               "(default: the manifest's)")
     evaluate.add_argument("--strict", action="store_true",
                           help="also fail when the accuracy differs from the one recorded at export")
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="skip models and the float reference the manifest lists but the directory lacks")
     evaluate.add_argument("--save-outputs", type=pathlib.Path, default=None,
                           help="directory to save each model's raw outputs (.npy) for bit-exact comparison")
     model_options(evaluate)
 
     bench = commands.add_parser("bench", help="latency, throughput, cold start and peak memory")
     bench.add_argument("model", type=pathlib.Path)
-    bench.add_argument("--batch-size", type=int, default=256)
-    bench.add_argument("--runs", type=int, default=200, help="timed single-image predictions")
+    bench.add_argument("--batch-size", type=positive_integer, default=256)
+    bench.add_argument("--runs", type=positive_integer, default=200, help="timed single-image predictions")
     bench.add_argument("--test-set", type=pathlib.Path, default=None)
     model_options(bench)
     bench.set_defaults(threads=1)
@@ -65,108 +95,126 @@ def main(argv=None):
     arguments = build_parser().parse_args(argv)
     handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info}
     try:
-        return handlers[arguments.command](arguments)
+        status = handlers[arguments.command](arguments)
+        sys.stdout.flush()
+        return status
     except errors.EdgeRuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`predict … | head -1`): what it read was whole; say nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def load_classifier(arguments, path):
     from edge_runtime.classifier import Classifier
 
-    return Classifier.load(path, backend=arguments.backend, threads=arguments.threads,
-                           check_integrity=not arguments.skip_integrity_check)
+    model = Classifier.load(path, backend=arguments.backend, threads=arguments.threads,
+                            check_integrity=not arguments.skip_integrity_check)
+    if model.manifest is None:
+        print(f"note: {path}: no {manifest_module.MANIFEST_NAME} beside it: integrity not checked, "
+              "classes named by index", file=sys.stderr)
+    return model
 
 
-def expand_image_arguments(items):
-    """Turn file, directory and '-' arguments into (label, path) pairs; stdin is saved to a temp file."""
-    found_paths = []
+def image_sources(items):
+    """Turn file, directory and '-' arguments into (name, path or bytes) pairs; stdin is read as bytes."""
+    from edge_runtime import images
+
+    sources = []
     for item in items:
         if item == "-":
-            found_paths.append(("<stdin>", stdin_to_file(sys.stdin.buffer.read())))
+            sources.append(("<stdin>", sys.stdin.buffer.read()))
             continue
         path = pathlib.Path(item)
         if path.is_dir():
-            found = sorted(child for child in path.iterdir() if child.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(child for child in path.iterdir() if child.suffix.lower() in images.IMAGE_SUFFIXES)
+            except OSError as error:
+                raise errors.InputError(f"{path}: cannot list directory: {error.strerror or error}") from None
             if not found:
-                raise errors.InputError(f"{path}: directory holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found_paths.extend((str(child), child) for child in found)
+                raise errors.InputError(
+                    f"{path}: directory holds no image files ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
+            sources.extend((str(child), child) for child in found)
         else:
-            found_paths.append((str(path), path))
-    return found_paths
-
-
-def stdin_to_file(data):
-    """Save image bytes read from stdin under a name whose suffix matches their format."""
-    if not data:
-        raise errors.InputError("<stdin>: no data (empty input), not an image")
-    signatures = ((b"\x89PNG", ".png"), (b"\xff\xd8", ".jpg"), (b"\x93NUMPY", ".npy"), (b"P5", ".pgm"),
-                  (b"P2", ".pgm"), (b"BM", ".bmp"), (b"GIF8", ".gif"))
-    suffix = next((suffix for magic, suffix in signatures if data.startswith(magic)), ".png")
-    handle = tempfile.NamedTemporaryFile(prefix="mnist-edge-stdin-", suffix=suffix, delete=False)
-    with handle:
-        handle.write(data)
-    return pathlib.Path(handle.name)
-
-
-def load_image_arguments(items):
-    """Read every image named on the command line; returns (images, names). Temp files are removed."""
-    from edge_runtime import images
-
-    pairs = expand_image_arguments(items)
-    try:
-        return images.load_images([path for _, path in pairs], names=[label for label, _ in pairs])
-    finally:
-        for label, path in pairs:
-            if label == "<stdin>":
-                path.unlink(missing_ok=True)
+            sources.append((str(path), path))
+    return sources
 
 
 def run_predict(arguments):
-    if arguments.top_k < 1:
-        raise errors.InputError(f"--top-k must be at least 1, got {arguments.top_k}")
+    from edge_runtime import preparation
+
     model = load_classifier(arguments, arguments.model)
-    batch, names = load_image_arguments(arguments.images)
+    sources = image_sources(arguments.images)
+    batch, names = preparation.prepare_files([source for _, source in sources], model.preparation(),
+                                             names=[name for name, _ in sources])
     predictions = model.predict(batch, name=names[0] if len(names) == 1 else "images")
     top_labels, top_probabilities = predictions.top_k(min(arguments.top_k, predictions.probabilities.shape[1]))
+    classes = model.class_names
     results = [
         {
             "file": name,
             "label": int(labels[0]),
+            "class": classes[labels[0]],
             "probability": float(probabilities[0]),
-            "top_k": [{"label": int(label), "probability": float(probability)}
+            "top_k": [{"label": int(label), "class": classes[label], "probability": float(probability)}
                       for label, probability in zip(labels, probabilities)],
         }
         for name, labels, probabilities in zip(names, top_labels, top_probabilities)
     ]
     if arguments.json:
-        print(json.dumps({"model": str(arguments.model), "backend": model.backend.name, "predictions": results}, indent=2))
+        print(json.dumps({"model": str(arguments.model), "backend": model.backend.name,
+                          "classes": list(classes), "predictions": results}, indent=2))
         return 0
     width = max(len(result["file"]) for result in results)
     for result in results:
-        alternatives = "  ".join(f"{entry['label']}:{entry['probability']:.3f}" for entry in result["top_k"][1:])
-        print(f"{result['file']:<{width}}  {result['label']}  ({result['probability']:.3f})  {alternatives}")
+        alternatives = "  ".join(f"{entry['class']}:{entry['probability']:.3f}" for entry in result["top_k"][1:])
+        print(f"{result['file']:<{width}}  {result['class']} ({result['label']})  "
+              f"{result['probability']:.3f}  {alternatives}".rstrip())
     return 0
 
 
-def models_to_evaluate(target):
-    """Return (bundle directory, model paths) for a bundle directory or a single model file."""
-    if target.is_dir():
-        candidates = [target / name for name in DEFAULT_BUNDLE_MODELS if (target / name).is_file()]
-        if not candidates:
-            raise errors.ModelFileError(f"{target}: no {' or '.join(DEFAULT_BUNDLE_MODELS)} in this directory")
+class Bundle:
+    """What `eval` works on: a directory with a manifest, the models to check, the reference, the test set."""
+
+    def __init__(self, target, allow_missing):
+        self.directory = target if target.is_dir() else target.parent
+        self.manifest = manifest_module.read_manifest(self.directory / manifest_module.MANIFEST_NAME)
+        self.notes, self.missing = [], []
+        if target.is_dir():
+            listed = [self.directory / name for name in self.manifest.files_with_role(manifest_module.ROLE_INT8_MODEL)]
+        else:
+            listed = [target]
+        present = [path for path in listed if path.exists()]
+        self.missing = [path for path in listed if not path.exists()]
+        reference_name = self.manifest.file_with_role(manifest_module.ROLE_FLOAT_REFERENCE)
+        self.reference = None if reference_name is None else self.directory / reference_name
+        if self.reference is not None and not self.reference.exists():
+            self.missing.append(self.reference)
+            self.reference = None
+        if self.missing and not allow_missing:
+            names = ", ".join(path.name for path in self.missing)
+            raise errors.ModelFileError(
+                f"{self.directory}: {names} listed in the manifest but missing (--allow-missing skips them)")
+        for path in self.missing:
+            self.notes.append(f"note: skipping {path.name}: listed in the manifest but missing")
         installed = set(backends.available_backends())
-        runnable = [path for path in candidates
-                    if installed & set(backends.TFLITE_INTERPRETERS if path.suffix == ".tflite" else backends.ONNX_RUNTIMES)]
-        for skipped in sorted(set(candidates) - set(runnable)):
-            print(f"note: skipping {skipped.name}: no interpreter for it is installed", file=sys.stderr)
-        if not runnable:
-            raise errors.BackendUnavailableError(f"{target}: no installed interpreter runs its models; 'pip install mnist-edge[edge]'")
-        return target, runnable
-    return target.parent, [target]
+        self.models = []
+        for path in present:
+            if installed & set(backends.interpreters_for(path)):
+                self.models.append(path)
+            else:
+                self.notes.append(f"note: skipping {path.name}: no interpreter for it is installed")
+        if not self.models:
+            raise errors.BackendUnavailableError(
+                f"{target}: no installed interpreter runs its models; 'pip install mnist-edge[edge]'")
+        if self.reference is not None and not installed & set(backends.interpreters_for(self.reference)):
+            self.notes.append(f"note: no float reference run: no interpreter for {self.reference.name}")
+            self.reference = None
 
 
 class Progress:
@@ -185,63 +233,77 @@ class Progress:
 def run_eval(arguments):
     from edge_runtime import evaluation
 
-    directory, model_paths = models_to_evaluate(arguments.target)
-    images, labels = evaluation.load_test_set(arguments.test_set or directory / evaluation.TEST_SET_NAME)
+    bundle = Bundle(arguments.target, arguments.allow_missing)
+    document = bundle.manifest
+    tolerance = document.tolerance_points if arguments.tolerance is None else arguments.tolerance
+    for note in bundle.notes:
+        print(note, file=sys.stderr)
+    if arguments.test_set is None:
+        test_set_name = document.file_with_role(manifest_module.ROLE_TEST_SET)
+        if test_set_name is None:
+            raise errors.ModelFileError(f"{bundle.directory}: the manifest names no test set; give --test-set")
+        images, labels = evaluation.load_test_set(bundle.directory / test_set_name, document.input_shape,
+                                                  document.num_classes, manifest=document)
+    else:
+        images, labels = evaluation.load_test_set(arguments.test_set, document.input_shape, document.num_classes)
     float_labels = None
-    float_model = directory / evaluation.FLOAT_REFERENCE_NAME
-    can_run_tflite = set(backends.TFLITE_INTERPRETERS) & set(backends.available_backends())
-    if float_model.is_file() and float_model not in model_paths and can_run_tflite:
-        reference = evaluation.evaluate(float_model, images, labels, threads=arguments.threads,
-                                        check_integrity=not arguments.skip_integrity_check,
-                                        progress=Progress(float_model.name, len(labels)))
-        float_labels = reference.labels
-    results = []
-    for path in model_paths:
-        results.append(evaluation.evaluate(
-            path, images, labels, backend=arguments.backend, threads=arguments.threads,
-            check_integrity=not arguments.skip_integrity_check, float_labels=float_labels,
-            progress=Progress(path.name, len(labels)),
-        ))
-    if arguments.save_outputs:
-        import numpy as np
+    if bundle.reference is not None and bundle.reference not in bundle.models:
+        from edge_runtime.classifier import Classifier
 
-        arguments.save_outputs.mkdir(parents=True, exist_ok=True)
-        for result in results:
-            np.save(arguments.save_outputs / f"{result.model}.{result.backend}.npy", result.raw_outputs)
-    failures = eval_failures(results, arguments.tolerance, arguments.strict)
+        # The forced backend runs the reference too when it can (a like-for-like device check).
+        forced = arguments.backend if arguments.backend in backends.interpreters_for(bundle.reference) else None
+        reference_model = Classifier.load(bundle.reference, backend=forced, threads=arguments.threads,
+                                          check_integrity=not arguments.skip_integrity_check)
+        float_labels = evaluation.evaluate(reference_model, images, labels, document,
+                                           progress=Progress(bundle.reference.name, len(labels))).labels
+    results = []
+    for path in bundle.models:
+        model = load_classifier(arguments, path)
+        results.append(evaluation.evaluate(model, images, labels, document, float_labels=float_labels,
+                                           progress=Progress(path.name, len(labels))))
+    if arguments.save_outputs:
+        save_outputs(arguments.save_outputs, results)
+    failures = evaluation.failures(results, tolerance, arguments.strict)
     if arguments.json:
-        print(json.dumps({"tolerance_points": arguments.tolerance, "results": [r.as_dict() for r in results],
+        print(json.dumps({"tolerance_points": tolerance, "classes": list(document.classes),
+                          "results": [result.as_dict(document.classes) for result in results],
                           "passed": not failures}, indent=2))
     else:
-        print_eval_table(results, arguments.tolerance)
+        print_eval_table(results, tolerance, document.classes)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return EXIT_FAILED_CHECK if failures else 0
 
 
-def eval_failures(results, tolerance, strict):
-    """Return one message per model that fails the accuracy check."""
-    failures = []
-    for result in results:
-        if result.drop_points is None:
-            failures.append(f"{result.model}: no float accuracy to compare with (no manifest beside it)")
-        elif result.drop_points > tolerance:
-            failures.append(f"{result.model}: accuracy {100 * result.accuracy:.2f}% is {result.drop_points:.2f} points "
-                            f"below the float model's {100 * result.float_accuracy:.2f}% (tolerance {tolerance:.2f})")
-        if strict and result.matches_export is False:
-            failures.append(f"{result.model}: accuracy {100 * result.accuracy:.2f}% differs from the "
-                            f"{100 * result.export_accuracy:.2f}% measured at export")
-    return failures
+def save_outputs(directory, results):
+    """Write each result's raw outputs to DIRECTORY/<model>.<backend>.npy, each file whole or not at all."""
+    import io
+
+    import numpy as np
+
+    from edge_runtime import atomic_files
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for result in results:
+            buffer = io.BytesIO()
+            np.save(buffer, result.raw_outputs)
+            atomic_files.write_bytes_atomically(directory / f"{result.model}.{result.backend}.npy", buffer.getvalue())
+    except OSError as error:
+        raise errors.InputError(f"{directory}: cannot save outputs: {error.strerror or error}") from None
 
 
-def print_eval_table(results, tolerance):
+def print_eval_table(results, tolerance, class_names):
+    from edge_runtime import evaluation
+
     def percent(value):
         return "-" if value is None else f"{100 * value:.2f}%"
 
     header = ("model", "backend", "images", "accuracy", "float", "change", "agreement", "as exported", "check")
     rows = [header]
     for result in results:
-        passed = result.drop_points is not None and result.drop_points <= tolerance
+        passed = result.float_accuracy is not None and evaluation.accuracy_drop_failure(
+            result.model, result.accuracy, result.float_accuracy, tolerance) is None
         rows.append((
             result.model, result.backend, str(result.images), percent(result.accuracy), percent(result.float_accuracy),
             "-" if result.drop_points is None else f"{0.0 - result.drop_points:+.2f} pt",
@@ -249,10 +311,19 @@ def print_eval_table(results, tolerance):
             {True: "yes", False: "NO", None: "-"}[result.matches_export],
             "pass" if passed else "FAIL",
         ))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    print_table(rows)
+    print(f"(change: accuracy against the float model in percentage points; tolerance {tolerance:.2f})")
+    print()
+    class_rows = [("class", *(result.model for result in results))]
+    for index, name in enumerate(class_names):
+        class_rows.append((f"{name} ({index})", *(percent(result.per_class_accuracy[index]) for result in results)))
+    print_table(class_rows)
+
+
+def print_table(rows):
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print(f"(change: accuracy against the float Keras model in percentage points; tolerance {tolerance:.2f})")
 
 
 def run_bench(arguments):
@@ -261,12 +332,15 @@ def run_bench(arguments):
     from edge_runtime import benchmarking, evaluation
 
     model = load_classifier(arguments, arguments.model)
-    test_set = arguments.test_set or arguments.model.with_name(evaluation.TEST_SET_NAME)
-    if test_set.is_file():
-        images = evaluation.load_test_set(test_set)[0][:2048]
+    test_set = arguments.test_set
+    if test_set is None and model.manifest is not None:
+        name = model.manifest.file_with_role(manifest_module.ROLE_TEST_SET)
+        test_set = None if name is None else arguments.model.with_name(name)
+    if test_set is not None and test_set.is_file():
+        images = evaluation.load_test_set(test_set, model.input_shape)[0][:2048]
     else:
         # Without a test set the figures are the same: this model's cost does not depend on pixels.
-        images = np.random.default_rng(0).integers(0, 256, (2048, 28, 28), dtype=np.uint8)
+        images = np.random.default_rng(0).integers(0, 256, (2048, *model.input_shape), dtype=np.uint8)
     result = benchmarking.run_benchmark(model, images, batch_size=arguments.batch_size, runs=arguments.runs)
     result["threads"] = arguments.threads
     if arguments.json:
@@ -285,29 +359,28 @@ def run_bench(arguments):
 
 def run_info(arguments):
     model = load_classifier(arguments, arguments.model)
-    beside = manifest.manifest_beside(arguments.model)
-    document = {
+    document = model.manifest
+    entry = None if document is None else document.files.get(arguments.model.name)
+    info = {
         **model.describe(),
-        "manifest_entry": None if beside is None else beside["files"].get(arguments.model.name),
-        "preprocessing": None if beside is None else beside.get("preprocessing"),
-        "float_accuracy": None if beside is None else beside.get("source_model", {}).get("test_accuracy"),
+        "manifest_entry": None if entry is None else entry.details,
+        "preparation": model.preparation().name,
+        "float_accuracy": None if document is None else document.float_accuracy,
     }
     if arguments.json:
-        print(json.dumps(document, indent=2))
+        print(json.dumps(info, indent=2))
         return 0
-    for key in ("path", "format", "backend"):
-        print(f"{key:<14} {document[key]}")
+    for key in ("path", "format", "backend", "preparation"):
+        print(f"{key:<14} {info[key]}")
     for key in ("input", "output"):
-        tensor = document[key]
+        tensor = info[key]
         quantization = tensor["quantization"]
         quantized = "" if quantization is None else f"  scale {quantization['scale']:.6g} zero point {quantization['zero_point']}"
         print(f"{key:<14} {tensor['name']} {tensor['dtype']} {tensor['shape']}{quantized}")
-    entry = document["manifest_entry"]
-    if entry:
-        print(f"{'sha256':<14} {entry['sha256']} (verified)" if not arguments.skip_integrity_check else entry["sha256"])
-        print(f"{'size':<14} {entry['bytes']:,} bytes")
-        print(f"{'accuracy':<14} {100 * entry['test_accuracy']:.2f}% at export "
-              f"(float model {100 * document['float_accuracy']:.2f}%)")
-    else:
-        print("manifest       none beside this model")
+    print(f"{'classes':<14} {', '.join(info['classes'])}")
+    if entry is not None:
+        print(f"{'sha256':<14} {entry.sha256}" + ("" if arguments.skip_integrity_check else " (verified)"))
+        print(f"{'size':<14} {entry.bytes:,} bytes")
+        print(f"{'accuracy':<14} {100 * entry.test_accuracy:.2f}% at export "
+              f"(float model {100 * document.float_accuracy:.2f}%)")
     return 0

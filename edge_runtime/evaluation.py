@@ -1,16 +1,43 @@
-"""The on-device accuracy check: run a model on the bundled test set and compare with the float model."""
+"""The accuracy check: run a model on a labelled test set, and decide whether int8 lost too much.
+
+`accuracy_drop_failure` is the one place that decides "did this model lose more than the tolerance
+against its float reference?". Export validation, compare's gate, `eval` on the device and the
+service's start-up self-check all call it, so they agree and speak with one message.
+"""
 
 import dataclasses
 import hashlib
+import math
 import pathlib
+import typing
+import zipfile
 
 import numpy as np
 
-from edge_runtime import classifier, errors, manifest, preprocessing
+from edge_runtime import errors, manifest as manifest_module
 
-TEST_SET_NAME = "mnist_test.npz"
-FLOAT_REFERENCE_NAME = "model_f32.tflite"
-DEFAULT_TOLERANCE_POINTS = 0.5
+
+def check_tolerance(tolerance_points, name="tolerance"):
+    """Return `tolerance_points` as a float; raise InputError unless it is finite and >= 0."""
+    try:
+        value = float(tolerance_points)
+    except (TypeError, ValueError):
+        raise errors.InputError(f"{name} must be a number of percentage points, got {tolerance_points!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise errors.InputError(f"{name} must be a finite number of points >= 0, got {tolerance_points!r}")
+    return value
+
+
+def accuracy_drop_failure(model_name, accuracy, float_accuracy, tolerance_points):
+    """Return None when `accuracy` is at most `tolerance_points` below `float_accuracy`, else the message.
+
+    Takes accuracies as fractions in [0, 1] and the tolerance in percentage points.
+    """
+    drop_points = 100.0 * (float_accuracy - accuracy)
+    if drop_points <= tolerance_points:
+        return None
+    return (f"{model_name}: accuracy {100 * accuracy:.2f}% is {drop_points:.2f} points below the float "
+            f"model's {100 * float_accuracy:.2f}% (tolerance {tolerance_points:.2f})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,11 +48,12 @@ class Evaluation:
     backend: str
     images: int
     accuracy: float
-    float_accuracy: float | None  # the Keras model's, from the manifest
-    export_accuracy: float | None  # what the export recorded for this very file
-    agreement_with_float: float | None  # top-1 agreement with the float TFLite model, run here
+    float_accuracy: typing.Optional[float]  # the source (Keras) model's, from the manifest
+    export_accuracy: typing.Optional[float]  # what the export recorded for this very file
+    agreement_with_float: typing.Optional[float]  # top-1 agreement with the float reference, run here
     labels: np.ndarray = dataclasses.field(repr=False)
     raw_outputs: np.ndarray = dataclasses.field(repr=False)
+    per_class_accuracy: typing.Tuple[typing.Optional[float], ...] = ()
 
     @property
     def drop_points(self):
@@ -35,9 +63,13 @@ class Evaluation:
     @property
     def matches_export(self):
         """True when this device reproduces the accuracy the export measured (None if unrecorded)."""
-        return None if self.export_accuracy is None else bool(np.isclose(self.accuracy, self.export_accuracy, rtol=0, atol=1e-9))
+        if self.export_accuracy is None or self.images != self.recorded_images:
+            return None
+        return bool(np.isclose(self.accuracy, self.export_accuracy, rtol=0, atol=1e-9))
 
-    def as_dict(self):
+    recorded_images: typing.Optional[int] = None  # test images the export measured on
+
+    def as_dict(self, class_names=None):
         return {
             "model": self.model,
             "backend": self.backend,
@@ -48,54 +80,105 @@ class Evaluation:
             "export_accuracy": self.export_accuracy,
             "matches_export": self.matches_export,
             "agreement_with_float": self.agreement_with_float,
+            "per_class_accuracy": {
+                (class_names[index] if class_names else str(index)): value
+                for index, value in enumerate(self.per_class_accuracy)
+            },
             # A fingerprint of every raw output: equal on two machines means bit-identical results.
             "raw_outputs_sha256": hashlib.sha256(np.ascontiguousarray(self.raw_outputs).tobytes()).hexdigest(),
         }
 
 
-def load_test_set(path):
-    """Read the bundled test set (.npz with x_test uint8 (N, 28, 28) and y_test (N,)).
+def load_test_set(path, input_shape=None, num_classes=None, manifest=None):
+    """Read a test set .npz: x_test uint8 (N, H, W[, C]) and y_test integer class indices (N,).
 
-    Raises: InputError naming the file when it is missing or holds something else.
+    When `manifest` is given, the file's sha256 and image count must match its entry (a test set
+    cut down or relabelled after export is refused). `input_shape` (H, W, C) and `num_classes`, when
+    given, are checked too. Raises: InputError or IntegrityError naming the file.
     """
     path = pathlib.Path(path)
+    if manifest is not None:
+        entry = manifest_module.verify_against_manifest(path, manifest)
+        if entry.role != manifest_module.ROLE_TEST_SET:
+            raise errors.InputError(f"{path}: the manifest lists it as {entry.role}, not as the test set")
     if not path.is_file():
         raise errors.InputError(f"{path}: no such test set file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             images, labels = archive["x_test"], archive["y_test"]
-    except (OSError, ValueError, KeyError) as error:
-        raise errors.InputError(f"{path}: not a test set (.npz with x_test and y_test): {error}") from None
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (len(images),):
-        raise errors.InputError(f"{path}: expected x_test (N, 28, 28) and y_test (N,), got {images.shape} and {labels.shape}")
+    except KeyError as error:
+        raise errors.InputError(f"{path}: not a test set: no {error} array (needs x_test and y_test)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise errors.InputError(f"{path}: not a readable test set .npz: {error}") from None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.shape != (len(images),) or not len(images):
+        raise errors.InputError(
+            f"{path}: expected x_test uint8 (N, H, W[, C]) and y_test (N,), got {images.dtype} {images.shape} "
+            f"and {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise errors.InputError(f"{path}: y_test must hold integer class indices, got {labels.dtype}")
+    if input_shape is not None:
+        shape = tuple(images.shape[1:]) + ((1,) if images.ndim == 3 else ())
+        if shape != tuple(input_shape):
+            raise errors.InputError(f"{path}: images are {shape} but the model takes {tuple(input_shape)}")
+    if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
+        raise errors.InputError(
+            f"{path}: y_test holds labels {int(labels.min())}..{int(labels.max())}, outside the model's "
+            f"{num_classes} classes 0..{num_classes - 1}"
+        )
+    if manifest is not None and len(labels) != manifest.files[path.name].images:
+        raise errors.IntegrityError(
+            f"{path}: holds {len(labels)} images, the manifest says {manifest.files[path.name].images}"
+        )
     return images, labels.astype(np.int64)
 
 
-def evaluate(model_path, images, labels, backend=None, threads=None, check_integrity=True,
-             float_labels=None, progress=None):
-    """Run the model at `model_path` on `images`; return an Evaluation.
+def per_class_accuracy(true_labels, predicted_labels, num_classes):
+    """Accuracy within each class (None for a class with no test images)."""
+    values = []
+    for label in range(num_classes):
+        members = true_labels == label
+        values.append(float(np.mean(predicted_labels[members] == label)) if members.any() else None)
+    return tuple(values)
 
-    `float_labels`, when given, are the float model's predictions on the same images, for the
-    agreement figure. The float accuracy and the export's own figure come from the manifest.
+
+def evaluate(model, images, labels, manifest=None, float_labels=None, progress=None):
+    """Run `model` (a loaded Classifier) on `images`; return an Evaluation.
+
+    `float_labels`, when given, are the float reference's predictions on the same images, for the
+    agreement figure. The float accuracy and the export's own figure come from `manifest`.
     """
-    model = classifier.Classifier.load(model_path, backend=backend, threads=threads,
-                                       check_integrity=check_integrity)
-    model_input = preprocessing.to_model_input(images, name=str(model_path))
-    raw = model.predict_raw(model_input, progress=progress)
-    predicted = model.probabilities_from_raw(raw).argmax(axis=1)
-    beside = manifest.manifest_beside(model_path)
-    float_accuracy = export_accuracy = None
-    if beside is not None:
-        float_accuracy = beside.get("source_model", {}).get("test_accuracy")
-        export_accuracy = beside["files"].get(pathlib.Path(model_path).name, {}).get("test_accuracy")
+    predictions = model.predict(images, progress=progress)
+    name = pathlib.Path(model.path).name
+    entry = None if manifest is None else manifest.files.get(name)
+    test_entry = None if manifest is None else manifest.files.get(manifest.file_with_role(manifest_module.ROLE_TEST_SET))
     return Evaluation(
-        model=pathlib.Path(model_path).name,
+        model=name,
         backend=model.backend.name,
         images=len(labels),
-        accuracy=float(np.mean(predicted == labels)),
-        float_accuracy=float_accuracy,
-        export_accuracy=export_accuracy,
-        agreement_with_float=None if float_labels is None else float(np.mean(predicted == float_labels)),
-        labels=predicted,
-        raw_outputs=raw,
+        accuracy=float(np.mean(predictions.labels == labels)),
+        float_accuracy=None if manifest is None else manifest.float_accuracy,
+        export_accuracy=None if entry is None else entry.test_accuracy,
+        agreement_with_float=None if float_labels is None else float(np.mean(predictions.labels == float_labels)),
+        labels=predictions.labels,
+        raw_outputs=predictions.raw,
+        per_class_accuracy=per_class_accuracy(labels, predictions.labels, predictions.probabilities.shape[1]),
+        recorded_images=None if test_entry is None else test_entry.images,
     )
+
+
+def failures(results, tolerance_points, strict=False):
+    """Return one message per model that fails the check (`eval`'s verdict and the service's gate)."""
+    messages = []
+    for result in results:
+        if result.float_accuracy is None:
+            messages.append(f"{result.model}: no float accuracy to compare with (no manifest beside it)")
+            continue
+        failure = accuracy_drop_failure(result.model, result.accuracy, result.float_accuracy, tolerance_points)
+        if failure:
+            messages.append(failure)
+        if strict and result.matches_export is not True:
+            recorded = "no figure" if result.export_accuracy is None else f"{100 * result.export_accuracy:.2f}%"
+            messages.append(f"{result.model}: accuracy {100 * result.accuracy:.2f}% on {result.images} images "
+                            f"does not reproduce the export's ({recorded} on {result.recorded_images} images)")
+    return messages

@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 
 from edge_runtime import errors
-from edge_runtime.preprocessing import IMAGE_HEIGHT, IMAGE_WIDTH, to_unit_float
+from edge_runtime.preprocessing import to_unit_float
 
 # Refused before any pixel is decoded: a 48-megapixel phone photo passes, a 20000×20000 image does not.
 MAX_PIXELS = 50_000_000
@@ -25,56 +25,82 @@ DIGIT_BOX = 20  # MNIST scales each digit to fit a 20×20 box ...
 CENTRE_OF_MASS = (14.0, 14.0)  # ... and puts its centre of mass here (the MNIST test set's mean: 14.0, 14.0).
 INK_THRESHOLD = 0.25  # fraction of the ink range above which a pixel counts as part of the digit
 MIN_CONTRAST = 0.08  # below this difference between ink and paper the image holds no digit
-PNM_SUFFIXES = {".pgm", ".ppm", ".pnm"}
+IMAGE_HEIGHT = IMAGE_WIDTH = 28  # the MNIST frame a digit is placed in
+# What `predict DIRECTORY` picks up. Which decoder reads a file is decided by its content, not its name.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm", ".npy"}
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L" conversion
 
 
 def load_images(paths, names=None):
-    """Read image files and prepare each as an MNIST digit.
+    """Read image files and prepare each as an MNIST digit: (float32 (N, 28, 28), names).
 
-    Takes: a list of paths (PNG, JPEG, PGM/PPM, .npy...). A `.npy` file holding a batch (N, 28, 28)
-    contributes N images. Returns: (images, names) — float32 (N, 28, 28) in [0, 1] and, per image,
-    the name to report it under ("file" or "file[i]" for batches); `names`, if given, replaces the
-    paths in names and messages (e.g. "<stdin>"). Raises: InputError.
+    A shorthand for `edge_runtime.preparation.prepare_files` with the digit preparation.
     """
-    paths = [pathlib.Path(path) for path in paths]
-    names = [str(path) for path in paths] if names is None else list(names)
-    prepared, image_names = [], []
-    for path, name in zip(paths, names):
-        array = read_image(path, name)
-        if array.ndim == 3:
-            for index, image in enumerate(array):
-                image_names.append(f"{name}[{index}]")
-                prepared.append(to_mnist(image, name=image_names[-1]))
-        else:
-            image_names.append(name)
-            prepared.append(to_mnist(array, name=name))
-    if not prepared:
-        raise errors.InputError("no image files given")
-    return np.stack(prepared), image_names
+    from edge_runtime import preparation
+
+    batch, image_names = preparation.prepare_files(
+        list(paths), preparation.Preparation("digit", "light-on-dark", (IMAGE_HEIGHT, IMAGE_WIDTH, 1)), names)
+    return batch[..., 0], image_names
 
 
 def read_image(path, name=None):
-    """Decode one file to grayscale float32 in [0, 1]: (H, W), or (N, 28, 28) for a .npy batch.
+    """Decode one file to grayscale float32 in [0, 1]: (H, W), or (N, 28, 28) for a .npy batch."""
+    picture = read_picture(path, name, mode="L", batch_shape=(IMAGE_HEIGHT, IMAGE_WIDTH, 1))
+    return picture[..., 0] if picture.ndim == 4 else picture
 
-    `name` is what error messages call the file (default: its path).
+
+def sniff_format(head):
+    """The decoder for a file starting with `head`: "npy", "pnm" or "pillow" (everything else)."""
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[:2] in (b"P2", b"P3", b"P5", b"P6"):
+        return "pnm"
+    return "pillow"
+
+
+def read_picture(source, name=None, mode="L", batch_shape=None):
+    """Decode one picture, from a file path or from bytes, to float32 in [0, 1].
+
+    The format is told by the content, once, here: .npy, PGM/PPM, else whatever Pillow knows.
+    Returns (H, W) for mode "L" or (H, W, 3) for "RGB"; a .npy batch shaped like `batch_shape`
+    (H, W, C), i.e. (N, H, W[, C]), is returned as ready model inputs (N, H, W, C).
+    `name` is what error messages call the source (default: its path).
+    Raises: InputError naming the source.
     """
-    path = pathlib.Path(path)
-    name = name or str(path)
-    if not path.exists():
-        raise errors.InputError(f"{name}: no such file")
-    if path.is_dir():
-        raise errors.InputError(f"{name}: is a directory, not an image file")
-    if path.stat().st_size == 0:
+    if isinstance(source, (bytes, bytearray)):
+        name = name or "<bytes>"
+        data = bytes(source)
+        if not data:
+            raise errors.InputError(f"{name}: no data (empty input), not an image")
+    else:
+        path = pathlib.Path(source)
+        name = name or str(path)
+        data = read_file_bytes(path, name)
+    kind = sniff_format(data[:8])
+    if kind == "npy":
+        return read_npy(data, name, mode, batch_shape)
+    if kind == "pnm":
+        return read_pnm(data, name, mode)
+    return read_with_pillow(data, name, mode)
+
+
+def read_file_bytes(path, name):
+    """The bytes of an image file; one-line InputError for every way a path can fail to be one."""
+    try:
+        if path.is_dir():
+            raise errors.InputError(f"{name}: is a directory, not an image file")
+        if path.exists() and not path.is_file():
+            raise errors.InputError(f"{name}: not a regular file (a device, FIFO or socket), not an image")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise errors.InputError(f"{name}: no such file") from None
+    except PermissionError:
+        raise errors.InputError(f"{name}: permission denied") from None
+    except OSError as error:
+        raise errors.InputError(f"{name}: cannot read: {error.strerror or error}") from None
+    if not data:
         raise errors.InputError(f"{name}: empty file, not an image")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return read_npy(path, name)
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if suffix in PNM_SUFFIXES or magic in (b"P2", b"P3", b"P5", b"P6"):
-        return read_pnm(path, name)
-    return read_with_pillow(path, name)
+    return data
 
 
 def check_size(name, height, width):
@@ -87,16 +113,18 @@ def check_size(name, height, width):
         )
 
 
-def read_with_pillow(path, name):
+def read_with_pillow(data, name, mode="L"):
     try:
+        import io
+
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise errors.InputError(
-            f"{name}: decoding {path.suffix or 'this'} images needs Pillow: pip install 'mnist-edge[edge]' "
+            f"{name}: decoding this image format needs Pillow: pip install 'mnist-edge[edge]' "
             "(PGM and .npy files need nothing extra)"
         ) from None
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise errors.InputError(f"{name}: not an image (no format Pillow knows)") from None
     except Image.DecompressionBombError as error:  # Pillow's own, larger, limit: also before decoding
@@ -110,7 +138,7 @@ def read_with_pillow(path, name):
         check_size(name, height, width)  # from the header alone: nothing decoded yet
         try:
             if image.format == "JPEG":
-                image.draft("L", (1024, 1024))  # decode large photos at a reduced scale: faster, less memory
+                image.draft(mode, (1024, 1024))  # decode large photos at a reduced scale: faster, less memory
             image = ImageOps.exif_transpose(image)  # phone photos: apply the orientation tag
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 # Drawings with a transparent background: what shows is the ink on white paper.
@@ -120,15 +148,15 @@ def read_with_pillow(path, name):
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 pixels = np.asarray(image, dtype=np.float32)
                 top = 65535.0 if pixels.max() > 255 else 255.0
-                return np.clip(pixels / top, 0.0, 1.0)
-            return np.asarray(image.convert("L"), dtype=np.float32) / np.float32(255.0)
+                grey = np.clip(pixels / top, 0.0, 1.0)
+                return grey if mode == "L" else np.repeat(grey[..., np.newaxis], 3, axis=2)
+            return np.asarray(image.convert(mode), dtype=np.float32) / np.float32(255.0)
         except (OSError, ValueError, SyntaxError) as error:
             raise errors.InputError(f"{name}: corrupt or truncated image data ({error})") from None
 
 
-def read_pnm(path, name):
+def read_pnm(data, name, mode="L"):
     """Netpbm gray (P2 ASCII, P5 binary) and colour (P3, P6) maps, 8 or 16 bits, with numpy only."""
-    data = path.read_bytes()
     magic = data[:2]
     if magic not in (b"P2", b"P3", b"P5", b"P6"):
         raise errors.InputError(f"{name}: not a PGM/PPM image (magic {magic!r}; P2, P3, P5 or P6 expected)")
@@ -174,39 +202,52 @@ def read_pnm(path, name):
     if values.max(initial=0) > maxval:
         raise errors.InputError(f"{name}: pixel value {values.max()} above the declared maximum {maxval}")
     pixels = values.astype(np.float32).reshape(height, width, channels) / np.float32(maxval)
+    if mode == "RGB":
+        return np.repeat(pixels, 3, axis=2) if channels == 1 else pixels
     return pixels[..., 0] if channels == 1 else pixels @ LUMA
 
 
-def read_npy(path, name):
-    """A numpy array file: (H, W), (H, W, 1|3|4), or a batch (N, 28, 28[, 1]); uint8 or [0, 1] floats."""
+def read_npy(data, name, mode="L", batch_shape=None):
+    """A numpy array: an image (H, W) or (H, W, 1|3|4), or a batch (N, H, W[, C]) shaped like
+    `batch_shape` (H, W, C), returned as (N, H, W, C); uint8 or [0, 1] floats; never a pickle."""
+    import io
+
+    handle = io.BytesIO(data)
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(handle)
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
     except ValueError as error:
         raise errors.InputError(f"{name}: not a valid .npy file ({error})") from None
     if not (dtype == np.uint8 or (dtype.kind == "f" and dtype.itemsize in (2, 4, 8))):
         raise errors.InputError(f"{name}: expected uint8 or float pixels, got dtype {dtype}")
-    batch = len(shape) in (3, 4) and tuple(shape[1:3]) == (IMAGE_HEIGHT, IMAGE_WIDTH) and shape[3:] in ((), (1,))
+    batch = False
+    if batch_shape is not None:
+        height, width, channels = batch_shape
+        batch = len(shape) in (3, 4) and tuple(shape[1:3]) == (height, width) and (
+            shape[3:] == (channels,) or (channels == 1 and len(shape) == 3))
     if batch:
-        check_size(name, shape[0] * IMAGE_HEIGHT, IMAGE_WIDTH)
+        check_size(name, shape[0] * shape[1], shape[2])
     elif len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)):
         check_size(name, shape[0], shape[1])
     else:
         raise errors.InputError(
-            f"{name}: expected an image (H, W), (H, W, 1|3|4) or a batch (N, 28, 28), got shape {shape}"
+            f"{name}: expected an image (H, W), (H, W, 1|3|4) or a batch (N, H, W[, C]) of the model's "
+            f"input size, got shape {shape}"
         )
     try:
-        array = np.load(path, allow_pickle=False)
+        handle.seek(0)
+        array = np.load(handle, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise errors.InputError(f"{name}: cannot read .npy data ({error})") from None
     array = to_unit_float(array, name)
     if batch:
-        return array.reshape(shape[0], IMAGE_HEIGHT, IMAGE_WIDTH)
+        return array.reshape(shape[0], *batch_shape)
     if array.ndim == 3:
-        return array[..., 0] if shape[2] == 1 else array[..., :3] @ LUMA
-    return array
+        array = array[..., 0] if shape[2] == 1 else array[..., :3]
+    if mode == "RGB":
+        return array if array.ndim == 3 else np.repeat(array[..., np.newaxis], 3, axis=2)
+    return array @ LUMA if array.ndim == 3 else array
 
 
 def border_level(image):
@@ -244,6 +285,13 @@ def to_mnist(image, name="image"):
 def resample(image, height, width):
     """Resize a 2-D array with numpy alone: area averaging when shrinking, linear when enlarging."""
     return resample_axis(resample_axis(image, height, axis=0), width, axis=1)
+
+
+def resample_channels(picture, height, width):
+    """`resample` for a grey (H, W) or colour (H, W, C) picture."""
+    if picture.ndim == 2:
+        return resample(picture, height, width)
+    return np.stack([resample(picture[..., channel], height, width) for channel in range(picture.shape[2])], axis=2)
 
 
 def resample_axis(image, size, axis):

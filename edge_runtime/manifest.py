@@ -1,12 +1,45 @@
-"""The manifest that travels with exported models: reading it and checking files against it."""
+"""manifest.json, the contract between the workstation and the device: its schema, reading and checking.
+
+export writes it; everything else reads it. It records, once, what the export decided: the role of
+each file (int8 model, float model, float reference, test set), the model's input (shape, layout,
+scaling), the class names, which image preparation the model expects, the tolerances, the
+calibration settings and the tool versions. What the model file itself knows (tensor shapes,
+quantization) is read from the model, not from here.
+
+A manifest whose `format_version` this runtime does not know, or with a missing or mistyped field,
+is refused with one line naming the field.
+"""
 
 import hashlib
 import json
+import math
 import pathlib
 
 from edge_runtime import errors
 
 MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 2
+
+# What export names its outputs. Other modules find files through their roles in the manifest.
+DEFAULT_FILE_NAMES = {
+    "float_tflite": "model_f32.tflite",
+    "int8_tflite": "model_int8.tflite",
+    "float_onnx": "model_f32.onnx",
+    "int8_onnx": "model_int8.onnx",
+    "test_set": "test_set.npz",
+}
+ROLE_INT8_MODEL = "int8-model"  # what the device runs and eval checks
+ROLE_FLOAT_MODEL = "float-model"  # a float export, for the workstation's comparisons
+ROLE_FLOAT_REFERENCE = "float-reference"  # the float model the device runs to check the int8 ones
+ROLE_TEST_SET = "test-set"  # .npz with x_test (N, H, W[, C]) uint8 and y_test (N,) class indices
+ROLES = (ROLE_INT8_MODEL, ROLE_FLOAT_MODEL, ROLE_FLOAT_REFERENCE, ROLE_TEST_SET)
+MODEL_ROLES = (ROLE_INT8_MODEL, ROLE_FLOAT_MODEL, ROLE_FLOAT_REFERENCE)
+
+# How a picture is turned into the model's input (edge_runtime.preparation implements both).
+PREPARATIONS = ("digit", "plain")
+# The training images' look: light things on a dark background (MNIST, Fashion-MNIST), the
+# reverse, or neither (colour photos). A plain preparation inverts pictures to match.
+POLARITIES = ("light-on-dark", "dark-on-light", "as-is")
 
 
 def sha256_of(path):
@@ -18,40 +51,182 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+class ManifestFormatError(errors.ModelFileError):
+    """The manifest is not one this runtime can read: unknown version, missing or mistyped field."""
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+class _Fields:
+    """Typed access to one JSON object; every refusal names the manifest and the dotted field."""
+
+    def __init__(self, source, prefix, value):
+        self.source, self.prefix = source, prefix
+        if not isinstance(value, dict):
+            self.fail(prefix or "(top level)", "must be an object", value)
+        self.value = value
+
+    def fail(self, field, problem, value):
+        raise ManifestFormatError(
+            f"{self.source}: field '{field}' {problem}, got {type(value).__name__} {json.dumps(value)[:40]}"
+        )
+
+    def get(self, key, check, problem, optional=False):
+        field = f"{self.prefix}.{key}" if self.prefix else key
+        if key not in self.value:
+            if optional:
+                return None
+            raise ManifestFormatError(f"{self.source}: field '{field}' is missing")
+        value = self.value[key]
+        if not check(value):
+            self.fail(field, problem, value)
+        return value
+
+    def child(self, key):
+        field = f"{self.prefix}.{key}" if self.prefix else key
+        if key not in self.value:
+            raise ManifestFormatError(f"{self.source}: field '{field}' is missing")
+        return _Fields(self.source, field, self.value[key])
+
+
+class FileEntry:
+    """One exported file as the manifest describes it."""
+
+    __slots__ = ("name", "role", "sha256", "bytes", "precision", "test_accuracy", "images", "details")
+
+    def __init__(self, fields, name):
+        self.name = name
+        self.role = fields.get("role", lambda v: v in ROLES, f"must be one of {', '.join(ROLES)}")
+        self.sha256 = fields.get("sha256", lambda v: isinstance(v, str) and len(v) == 64, "must be a 64-digit hex string")
+        self.bytes = fields.get("bytes", lambda v: _is_count(v), "must be a positive integer")
+        self.details = fields.value
+        self.precision = self.test_accuracy = self.images = None
+        if self.role in MODEL_ROLES:
+            self.precision = fields.get("precision", lambda v: v in ("float32", "int8"), "must be 'float32' or 'int8'")
+            self.test_accuracy = fields.get("test_accuracy", lambda v: _is_number(v) and 0 <= v <= 1,
+                                            "must be a number in [0, 1]")
+        else:
+            self.images = fields.get("images", _is_count, "must be a positive integer")
+
+
+class Manifest:
+    """A parsed, checked manifest.json. Build it with `read_manifest` or `Manifest.parse`."""
+
+    __slots__ = ("path", "document", "classes", "class_names_source", "input_shape", "preparation",
+                 "polarity", "float_accuracy", "tolerance_points", "calibration", "data_source", "files")
+
+    @classmethod
+    def parse(cls, document, source="manifest"):
+        """Check `document` (the JSON-decoded manifest) against the schema; return a Manifest.
+
+        Raises: ManifestFormatError naming `source` and the first bad field.
+        """
+        self = cls()
+        self.path = source
+        self.document = document
+        top = _Fields(source, "", document)
+        version = top.get("format_version", lambda v: isinstance(v, int) and not isinstance(v, bool),
+                          "must be an integer")
+        if version != FORMAT_VERSION:
+            raise ManifestFormatError(
+                f"{source}: format_version {version} is not one this runtime reads (it reads {FORMAT_VERSION}); "
+                "re-export the model with this version of mnist-edge"
+            )
+        self.classes = tuple(top.get(
+            "classes", lambda v: isinstance(v, list) and len(v) >= 2 and all(isinstance(n, str) and n for n in v),
+            "must be a list of at least two non-empty strings"))
+        self.class_names_source = top.get("class_names_source", lambda v: isinstance(v, str), "must be a string")
+        model_input = top.child("input")
+        self.input_shape = tuple(model_input.get(
+            "shape", lambda v: isinstance(v, list) and len(v) == 3 and all(_is_count(n) for n in v) and v[2] in (1, 3),
+            "must be [height, width, channels] with 1 or 3 channels"))
+        model_input.get("layout", lambda v: v == "NHWC", "must be 'NHWC'")
+        model_input.get("scaling", lambda v: v == "uint8 / 255", "must be 'uint8 / 255'")
+        preparation = top.child("preparation")
+        self.preparation = preparation.get("name", lambda v: v in PREPARATIONS, f"must be one of {', '.join(PREPARATIONS)}")
+        self.polarity = preparation.get("polarity", lambda v: v in POLARITIES, f"must be one of {', '.join(POLARITIES)}")
+        source_model = top.child("source_model")
+        self.float_accuracy = source_model.get("test_accuracy", lambda v: _is_number(v) and 0 <= v <= 1,
+                                               "must be a number in [0, 1]")
+        tolerances = top.child("tolerances")
+        self.tolerance_points = tolerances.get("int8_max_accuracy_drop_points", lambda v: _is_number(v) and v >= 0,
+                                               "must be a non-negative number")
+        self.calibration = top.child("calibration").value
+        top.child("calibration").get("images", _is_count, "must be a positive integer")
+        top.child("calibration").get("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer")
+        self.data_source = top.child("data").get("source", lambda v: isinstance(v, str), "must be a string")
+        files = top.child("files")
+        self.files = {name: FileEntry(files.child(name), name) for name in files.value}
+        if not self.files:
+            raise ManifestFormatError(f"{source}: field 'files' lists no files")
+        if len(self.files_with_role(ROLE_TEST_SET)) > 1 or len(self.files_with_role(ROLE_FLOAT_REFERENCE)) > 1:
+            raise ManifestFormatError(f"{source}: field 'files' names more than one test set or float reference")
+        return self
+
+    def files_with_role(self, role):
+        """Names of the files with `role`, in the manifest's order."""
+        return [name for name, entry in self.files.items() if entry.role == role]
+
+    def file_with_role(self, role):
+        """The one file with `role` (test set, float reference), or None when the manifest has none."""
+        names = self.files_with_role(role)
+        return names[0] if names else None
+
+    def class_name(self, index):
+        return self.classes[int(index)]
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+
 def read_manifest(path):
-    """Parse the manifest at `path`; raise ModelFileError naming it when missing or not valid JSON."""
+    """Read and check the manifest at `path`; return a Manifest.
+
+    Raises: ModelFileError naming the file when it is missing or not JSON; ManifestFormatError for
+    an unknown version or a missing or mistyped field.
+    """
     path = pathlib.Path(path)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise errors.ModelFileError(f"{path}: no such manifest") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise errors.ModelFileError(f"{path}: not a readable manifest: {error}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise errors.ModelFileError(f"{path}: not an mnist-edge manifest (no 'files' table)")
-    return manifest
+    return Manifest.parse(document, source=str(path))
 
 
 def manifest_beside(model_path):
-    """Return the manifest in the model's directory, or None when there is none."""
+    """Return the Manifest in the model's directory, or None when there is none."""
     candidate = pathlib.Path(model_path).with_name(MANIFEST_NAME)
     return read_manifest(candidate) if candidate.exists() else None
 
 
-def verify_against_manifest(model_path, manifest):
-    """Raise IntegrityError unless the file's sha256 matches its entry in `manifest`.
+def verify_against_manifest(path, manifest):
+    """Raise IntegrityError unless the file's sha256 and size match its entry in `manifest`.
 
-    Returns the manifest's entry for the file. A file the manifest does not list is refused too:
+    Returns the manifest's FileEntry for the file. A file the manifest does not list is refused too:
     a model dropped into a bundle directory by hand is exactly what this check is for.
     """
-    model_path = pathlib.Path(model_path)
-    entry = manifest["files"].get(model_path.name)
+    path = pathlib.Path(path)
+    entry = manifest.files.get(path.name)
     if entry is None:
-        raise errors.IntegrityError(f"{model_path}: not listed in the manifest beside it")
-    actual = sha256_of(model_path)
-    if actual != entry.get("sha256"):
+        raise errors.IntegrityError(f"{path}: not listed in the manifest beside it")
+    try:
+        actual = sha256_of(path)
+    except FileNotFoundError:
+        raise errors.ModelFileError(f"{path}: listed in the manifest but missing") from None
+    except OSError as error:
+        raise errors.ModelFileError(f"{path}: cannot read: {error.strerror or error}") from None
+    if actual != entry.sha256:
         raise errors.IntegrityError(
-            f"{model_path}: sha256 {actual[:16]}… does not match the manifest's "
-            f"{str(entry.get('sha256'))[:16]}…; the file was changed or damaged after export"
+            f"{path}: sha256 {actual[:16]}… does not match the manifest's {entry.sha256[:16]}…; "
+            "the file was changed or damaged after export"
         )
     return entry

@@ -1,44 +1,38 @@
 """The preprocessing contract shared by training, export and the device: scaling, layout, int8 maths.
 
 Defined once, here, because a model is only as accurate as the agreement between how its inputs
-were prepared in training and how they are prepared on the device.
+were prepared in training and how they are prepared on the device. The input shape is not a
+constant of this module: it is the model's own (read from its input tensor) or the data's.
 """
 
 import numpy as np
 
 from edge_runtime import errors
 
-IMAGE_HEIGHT = 28
-IMAGE_WIDTH = 28
-CHANNELS = 1
-INPUT_SHAPE = (IMAGE_HEIGHT, IMAGE_WIDTH, CHANNELS)
-LABELS = tuple(str(digit) for digit in range(10))
-CONTRACT = {
-    "input_range": [0.0, 1.0],
-    "scaling": "uint8 pixel / 255",
-    "layout": "NHWC",
-    "input_shape": list(INPUT_SHAPE),
-    "dtype_before_quantization": "float32",
-    "foreground": "light digit on dark background, as MNIST",
-}
+LAYOUT = "NHWC"
+SCALING = "uint8 / 255"
 
 
-def to_model_input(images, name="input"):
-    """Return `images` as float32 (N, 28, 28, 1) in [0, 1], the layout every exported model takes.
+def to_model_input(images, input_shape, name="input"):
+    """Return `images` as float32 (N, H, W, C) in [0, 1], the layout every exported model takes.
 
-    Takes: uint8 pixels (scaled by 1/255) or floats already in [0, 1], shaped (28, 28), (28, 28, 1),
-    (N, 28, 28) or (N, 28, 28, 1). `name` is used in error messages (a file name, say).
+    Takes: uint8 pixels (scaled by 1/255) or floats already in [0, 1], shaped (H, W), (H, W, C),
+    (N, H, W) or (N, H, W, C), and the model's `input_shape` (H, W, C). A missing channel axis is
+    allowed when C is 1. `name` is used in error messages (a file name, say).
     Raises: InputError for another shape, a non-numeric dtype, NaN/inf, or floats outside [0, 1].
     """
+    input_shape = tuple(int(size) for size in input_shape)
+    height, width, channels = input_shape
     array = to_unit_float(images, name)
-    if array.shape in ((IMAGE_HEIGHT, IMAGE_WIDTH), INPUT_SHAPE):
-        array = array.reshape(1, *INPUT_SHAPE)
-    elif array.ndim == 3 and array.shape[1:] == (IMAGE_HEIGHT, IMAGE_WIDTH):
+    if array.shape == input_shape or (channels == 1 and array.shape == (height, width)):
+        array = array.reshape(1, *input_shape)
+    elif channels == 1 and array.ndim == 3 and array.shape[1:] == (height, width):
         array = array[..., np.newaxis]
-    elif array.ndim != 4 or array.shape[1:] != INPUT_SHAPE:
-        raise errors.InputError(
-            f"{name}: expected shape (28, 28), (N, 28, 28) or (N, 28, 28, 1), got {array.shape}"
-        )
+    elif array.ndim != 4 or array.shape[1:] != input_shape:
+        expected = f"({height}, {width}, {channels}) or (N, {height}, {width}, {channels})"
+        if channels == 1:
+            expected = f"({height}, {width}), (N, {height}, {width}) or (N, {height}, {width}, 1)"
+        raise errors.InputError(f"{name}: expected shape {expected}, got {array.shape}")
     if array.shape[0] == 0:
         raise errors.InputError(f"{name}: no images (empty batch)")
     return array
@@ -67,13 +61,18 @@ def to_unit_float(pixels, name="input"):
 def quantize(values, scale, zero_point, dtype=np.int8):
     """Affine quantization: q = clip(round(x / scale) + zero_point) in the range of `dtype`.
 
-    `round` is round-half-to-even, as numpy's and TFLite's reference kernels do it.
+    `round` is half away from zero, as TFLite's QUANTIZE kernel does it (TfLiteRound, i.e. C's
+    round()), not numpy's half to even: the two differ exactly on the ties, and a uint8 pixel
+    divided by 255 and then by a scale of 1/255 lands on them.
     """
-    if scale <= 0:
+    if not scale > 0:
         raise ValueError(f"quantization scale must be positive, got {scale}")
     limits = np.iinfo(dtype)
-    quantized = np.rint(np.asarray(values, dtype=np.float32) / np.float32(scale)) + zero_point
-    return np.clip(quantized, limits.min, limits.max).astype(dtype)
+    # The division in float32, as the kernel does it; the +0.5 in float64, where it is exact for
+    # every float32 (in float32, 0.49999997 + 0.5 would round up to 1).
+    scaled = (np.asarray(values, dtype=np.float32) / np.float32(scale)).astype(np.float64)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    return np.clip(rounded + zero_point, limits.min, limits.max).astype(dtype)
 
 
 def dequantize(quantized, scale, zero_point):

@@ -20,6 +20,10 @@ def parse_args(argv):
     parser.add_argument("--output-dir", type=pathlib.Path, default=defaults.output_dir)
     parser.add_argument("--data", type=pathlib.Path, default=None, dest="data_source",
                         help="IDX directory or Keras-layout .npz the model was trained on (default: the pinned MNIST)")
+    parser.add_argument("--labels", type=pathlib.Path, default=None, dest="labels_path",
+                        help="class names, one a line (default: the digits for MNIST, else labels.txt beside the data)")
+    parser.add_argument("--preparation", choices=pipeline.PREPARATION_CHOICES, default=defaults.preparation,
+                        help="how the device prepares pictures: digit (MNIST-like) or plain; auto: digit for MNIST")
     parser.add_argument("--cache-dir", type=pathlib.Path, default=None)
     parser.add_argument("--calibration-size", type=int, default=defaults.calibration_size,
                         help="training images used to calibrate int8 ranges (stratified by class)")
@@ -44,6 +48,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, data.DataError, validation.ExportValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

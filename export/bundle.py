@@ -1,8 +1,8 @@
 """`python -m export.bundle`: pack what the device needs into one tarball.
 
 The bundle holds a wheel of `edge_runtime` alone (no training or export code, no TensorFlow), the
-int8 TFLite and ONNX models and the float TFLite reference, the manifest restricted to those
-files, the 10k test set as a compressed .npz, and DEPLOY.md. Unpack, pip install, eval.
+files the manifest gives a device role (the int8 models, the float reference, the test set), the
+manifest restricted to those files, and DEPLOY.md. Unpack, pip install, eval.
 """
 
 import argparse
@@ -16,15 +16,13 @@ import tarfile
 import tempfile
 import zipfile
 
-import numpy as np
 
-from edge_runtime import atomic_files, errors, evaluation, manifest
-from train import data
+from edge_runtime import atomic_files, errors, manifest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUNDLE_DIR_NAME = "mnist-edge-bundle"
 BUNDLE_FILE_NAME = f"{BUNDLE_DIR_NAME}.tar.gz"
-BUNDLED_MODELS = ("model_int8.tflite", "model_int8.onnx", "model_f32.tflite")
+BUNDLED_ROLES = (manifest.ROLE_INT8_MODEL, manifest.ROLE_FLOAT_REFERENCE, manifest.ROLE_TEST_SET)
 # Entries get a fixed time and mode: what is in the bundle matters, not when it was packed.
 ARCHIVE_MTIME = 1_700_000_000
 
@@ -37,8 +35,9 @@ Tested on 64-bit Raspberry Pi OS (Debian bookworm, Python 3.11), Pi 4 and Pi 5 C
     pip install "mnist-edge-bundle/{wheel}[edge]"
     python -m edge_runtime eval mnist-edge-bundle/
 
-`eval` runs the int8 models on the 10,000 bundled test images, compares each with the float
-model's accuracy recorded at export, and exits non-zero when one has lost more than 0.5 points.
+`eval` runs the int8 models on the bundled test images, compares each with the float model's
+accuracy recorded at export, and exits non-zero when one has lost more than the manifest's
+tolerance. It checks the test set's sha256 and size against the manifest first.
 
 Other interpreters:
 
@@ -47,7 +46,7 @@ Other interpreters:
   `pip install "mnist-edge-bundle/{wheel}[tflite-runtime]"`, and add `--backend tflite-runtime`.
 - onnxruntime: `pip install "mnist-edge-bundle/{wheel}[onnx]"` (eval runs model_int8.onnx too).
 
-Classify your own digit images (PNG, JPEG, PGM, .npy; dark ink on light paper is fine):
+Classify your own pictures (PNG, JPEG, PGM, .npy); it prints each class name and index:
 
     python -m edge_runtime predict mnist-edge-bundle/model_int8.tflite photo.jpg scans/
 
@@ -81,33 +80,30 @@ def build_wheel(destination):
     return wheels[0]
 
 
-def build_bundle(artifacts_dir, output=None, data_source=None, cache_dir=None):
+def build_bundle(artifacts_dir, output=None):
     """Write the deploy tarball from an export in `artifacts_dir`; return its path.
 
-    Raises: FileNotFoundError when the export is incomplete; IntegrityError when a model no
-    longer matches its manifest (a bundle must never carry a file the manifest does not vouch for).
+    Raises: ModelFileError when the export is incomplete; IntegrityError when a file no longer
+    matches its manifest (a bundle must never carry a file the manifest does not vouch for).
     """
     artifacts_dir = pathlib.Path(artifacts_dir)
     output = pathlib.Path(output or artifacts_dir / BUNDLE_FILE_NAME)
     document = manifest.read_manifest(artifacts_dir / manifest.MANIFEST_NAME)
-    for name in BUNDLED_MODELS:
+    bundled = [name for role in BUNDLED_ROLES for name in document.files_with_role(role)]
+    for name in bundled:
         if not (artifacts_dir / name).is_file():
-            raise FileNotFoundError(f"{artifacts_dir / name}: missing; run 'make export' first")
+            raise errors.ModelFileError(f"{artifacts_dir / name}: missing; run 'make export' first")
         manifest.verify_against_manifest(artifacts_dir / name, document)
-    bundle_manifest = {**document, "files": {name: document["files"][name] for name in BUNDLED_MODELS}}
-    dataset = data.load_dataset(data_source, cache_dir)
+    bundle_manifest = {**document.document, "files": {name: document.document["files"][name] for name in bundled}}
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
         wheel = build_wheel(scratch)
-        test_set = scratch / evaluation.TEST_SET_NAME
-        np.savez_compressed(test_set, x_test=dataset.x_test, y_test=dataset.y_test)
         members = {
             wheel.name: wheel.read_bytes(),
             manifest.MANIFEST_NAME: (json.dumps(bundle_manifest, indent=2) + "\n").encode(),
-            evaluation.TEST_SET_NAME: test_set.read_bytes(),
             "DEPLOY.md": DEPLOY_TEXT.format(wheel=wheel.name).encode(),
-            **{name: (artifacts_dir / name).read_bytes() for name in BUNDLED_MODELS},
+            **{name: (artifacts_dir / name).read_bytes() for name in bundled},
         }
         with atomic_files.atomic_output(output) as temporary:
             write_tarball(temporary, members)
@@ -130,11 +126,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=pathlib.Path, default=pathlib.Path("artifacts"))
     parser.add_argument("--output", type=pathlib.Path, default=None)
-    parser.add_argument("--data", type=pathlib.Path, default=None, help="test set source (default: the pinned MNIST)")
     arguments = parser.parse_args(argv)
     try:
-        path = build_bundle(arguments.artifacts, arguments.output, arguments.data)
-    except (FileNotFoundError, RuntimeError, data.DataError, errors.EdgeRuntimeError) as error:
+        path = build_bundle(arguments.artifacts, arguments.output)
+    except (RuntimeError, errors.EdgeRuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     with tarfile.open(path) as archive:

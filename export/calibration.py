@@ -29,7 +29,7 @@ def stratified_indices(labels, count, seed):
     return np.sort(np.concatenate(chosen))
 
 
-def calibration_images(train_images, train_labels, count, seed):
-    """Return `count` stratified training images as float32 (N, 28, 28, 1) in [0, 1]."""
+def calibration_images(train_images, train_labels, count, seed, input_shape):
+    """Return `count` stratified training images as float32 (N, H, W, C) in [0, 1]."""
     indices = stratified_indices(train_labels, count, seed)
-    return preprocessing.to_model_input(train_images[indices], name="calibration images")
+    return preprocessing.to_model_input(train_images[indices], input_shape, name="calibration images")

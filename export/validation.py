@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from edge_runtime import classifier
+from edge_runtime import backends, classifier, evaluation
 
 
 class ExportValidationError(Exception):
@@ -33,11 +33,12 @@ class Tolerances:
 def measure(model_path, test_input, test_labels, reference_probabilities, backend=None):
     """Run the model at `model_path` on the test set; return its accuracy and agreement metrics.
 
-    Takes: float32 (N, 28, 28, 1) inputs, (N,) labels, and the Keras model's (N, 10) probabilities.
+    Takes: float32 (N, H, W, C) inputs, (N,) labels, and the Keras model's (N, K) probabilities.
     Returns: a dict with accuracy, agreement with the reference, largest probability difference,
     and the backend that ran it.
     """
-    model = classifier.Classifier.load(model_path, backend=backend, check_integrity=False)
+    # Opened on its own: the manifest beside it (if any) is the previous export's, not this file's.
+    model = classifier.Classifier(backends.open_backend(model_path, backend=backend))
     predictions = model.predict(test_input, name=str(model_path))
     reference_labels = reference_probabilities.argmax(axis=1)
     return {
@@ -53,13 +54,10 @@ def measure(model_path, test_input, test_labels, reference_probabilities, backen
 def check(file_name, metrics, reference_accuracy, quantized, tolerances):
     """Raise ExportValidationError, naming the file and the shortfall, when a tolerance is exceeded."""
     if quantized:
-        drop_points = 100.0 * (reference_accuracy - metrics["test_accuracy"])
-        if drop_points > tolerances.int8_max_accuracy_drop_points:
-            raise ExportValidationError(
-                f"{file_name}: test accuracy {100 * metrics['test_accuracy']:.2f}% is {drop_points:.2f} points "
-                f"below the Keras model's {100 * reference_accuracy:.2f}% "
-                f"(tolerance {tolerances.int8_max_accuracy_drop_points:.2f})"
-            )
+        failure = evaluation.accuracy_drop_failure(file_name, metrics["test_accuracy"], reference_accuracy,
+                                                   tolerances.int8_max_accuracy_drop_points)
+        if failure:
+            raise ExportValidationError(failure)
         return
     if metrics["agreement_with_keras"] < tolerances.float_min_agreement:
         raise ExportValidationError(

@@ -53,9 +53,7 @@ def untrained_export(tmp_path_factory, mnist):
     for runtime, integrity and bad-input tests. Accuracy claims are tested on trained models only.
     """
     import keras
-    import numpy as np
 
-    from edge_runtime import evaluation
     from export import pipeline, validation
     from train import data, model
 
@@ -70,7 +68,6 @@ def untrained_export(tmp_path_factory, mnist):
         tolerances=validation.Tolerances(float_min_agreement=0.0, float_max_probability_difference=1.0,
                                          int8_max_accuracy_drop_points=100.0),
     ))
-    np.savez_compressed(directory / evaluation.TEST_SET_NAME, x_test=small.x_test, y_test=small.y_test)
     return directory
 
 

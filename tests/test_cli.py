@@ -13,7 +13,7 @@ def test_train_refuses_a_corrupt_dataset_in_one_line(tmp_path):
     bad = tmp_path / "mnist.npz"
     bad.write_bytes(b"this is not a zip archive")
     result = run_cli("-m", "train", "--data", str(bad), "--output-dir", str(tmp_path))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a readable .npz file")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "model.keras").exists()

@@ -17,6 +17,8 @@ def parse_args(argv):
     parser.add_argument("--output-dir", type=pathlib.Path, default=defaults.output_dir)
     parser.add_argument("--data", type=pathlib.Path, default=None, dest="data_source",
                         help="IDX directory or Keras-layout .npz (default: the pinned MNIST, cached)")
+    parser.add_argument("--labels", type=pathlib.Path, default=None, dest="labels_path",
+                        help="class names, one a line (default: the digits for MNIST, else labels.txt beside the data)")
     parser.add_argument("--cache-dir", type=pathlib.Path, default=None,
                         help="where the verified MNIST cache lives (default: $MNIST_EDGE_CACHE or ~/.cache/mnist-edge)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -33,7 +35,10 @@ def main(argv=None):
         training.train(config)
     except (ValueError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

