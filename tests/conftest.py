@@ -64,7 +64,7 @@ def untrained_export(tmp_path_factory, mnist):
     data.save_npz(small, directory / "small.npz")
     pipeline.run_export(pipeline.ExportConfig(
         model_path=directory / "model.keras", output_dir=directory, data_source=directory / "small.npz",
-        calibration_size=100,
+        calibration_size=100, preparation="digit",
         tolerances=validation.Tolerances(float_min_agreement=0.0, float_max_probability_difference=1.0,
                                          int8_max_accuracy_drop_points=100.0),
     ))

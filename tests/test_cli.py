@@ -21,4 +21,4 @@ def test_train_refuses_a_corrupt_dataset_in_one_line(tmp_path):
 
 def test_train_refuses_zero_epochs(tmp_path):
     result = run_cli("-m", "train", "--epochs", "0", "--output-dir", str(tmp_path))
-    assert result.returncode == 2 and "epochs must be at least 1, got 0" in result.stderr
+    assert result.returncode == 1 and "epochs must be at least 1, got 0" in result.stderr

@@ -9,6 +9,7 @@ import pytest
 from compare import analysis, layer_errors, report, runs, statistics
 
 IMAGES = 200
+CLASSES = tuple(str(digit) for digit in range(10))
 
 
 def one_hot(predicted):
@@ -43,7 +44,7 @@ def outcome():
 
 def test_rows_count_the_discordant_images_and_carry_the_exact_interval(outcome):
     labels, all_runs = outcome
-    summary = analysis.summarize(all_runs, labels, tolerance_points=5.0)
+    summary = analysis.summarize(all_runs, labels, CLASSES, tolerance_points=5.0)
     reference, int8 = summary["rows"][0], summary["rows"][1]
     assert reference["accuracy"] == 190 / 200 and reference["change_points"] == 0.0
     assert int8["accuracy"] == 187 / 200
@@ -59,7 +60,7 @@ def test_rows_count_the_discordant_images_and_carry_the_exact_interval(outcome):
 
 def test_the_gate_fails_naming_the_model_and_the_drop(outcome):
     labels, all_runs = outcome
-    summary = analysis.summarize(all_runs, labels, tolerance_points=1.0)
+    summary = analysis.summarize(all_runs, labels, CLASSES, tolerance_points=1.0)
     assert not summary["gate"]["passed"]
     assert summary["gate"]["failures"][0] == (
         "model_int8.tflite (litert): accuracy 93.50% is 1.50 points below the float model's 95.00% (tolerance 1.00)")
@@ -69,13 +70,13 @@ def test_the_gate_fails_naming_the_model_and_the_drop(outcome):
 def test_identical_models_give_a_zero_interval_and_p_value_one(outcome):
     labels, all_runs = outcome
     twin = make_run("model_f32.tflite", "litert", "float32", all_runs[0].labels)
-    row = analysis.summarize([all_runs[0], twin], labels)["rows"][1]
+    row = analysis.summarize([all_runs[0], twin], labels, CLASSES, 0.5)["rows"][1]
     assert row["change_ci_points"] == [0.0, 0.0] and row["mcnemar_p_value"] == 1.0 and row["change_points"] == 0.0
 
 
 def test_cross_runtime_consistency_counts_images_with_different_raw_outputs(outcome):
     labels, all_runs = outcome
-    assert analysis.summarize(all_runs, labels)["consistency"] == [{
+    assert analysis.summarize(all_runs, labels, CLASSES, 0.5)["consistency"] == [{
         "model": "model_int8.tflite", "runtimes": ["litert", "tensorflow"],
         "images_with_different_outputs": 2, "images_with_different_labels": 0,
     }]
@@ -83,7 +84,7 @@ def test_cross_runtime_consistency_counts_images_with_different_raw_outputs(outc
 
 def test_disagreements_list_the_images_with_both_predictions(outcome):
     labels, all_runs = outcome
-    found = analysis.summarize(all_runs, labels)["disagreements"]
+    found = analysis.summarize(all_runs, labels, CLASSES, 0.5)["disagreements"]
     assert found["count"] == 5 and found["indices"] == [0, 10, 11, 12, 13]
     assert found["float_labels"][0] == 1 and found["int8_labels"][0] == 0 and found["true_labels"][0] == 0
 
@@ -106,7 +107,7 @@ def cells(line):
 def test_report_files_are_whole_tables_and_valid_json(outcome, tmp_path):
     labels, all_runs = outcome
     all_runs[1].latency_p50_ms, all_runs[1].throughput_images_per_s, all_runs[1].peak_rss_mib = 0.02, 80000.0, 43.0
-    summary = analysis.summarize(all_runs, labels, tolerance_points=1.0)
+    summary = analysis.summarize(all_runs, labels, CLASSES, tolerance_points=1.0)
     text = report.write_report(summary, tmp_path)
     assert (tmp_path / "report.md").read_text() == text
     table = table_rows(text, "| model | runtime |")
@@ -123,11 +124,20 @@ def test_report_files_are_whole_tables_and_valid_json(outcome, tmp_path):
 
 def test_an_empty_class_is_null_in_json_and_a_dash_in_markdown(tmp_path):
     labels = np.zeros(20, dtype=np.int64)  # only zeros: classes 1-9 have no images
-    summary = analysis.summarize([make_run("model.keras", "keras", "float32", labels)], labels)
+    summary = analysis.summarize([make_run("model.keras", "keras", "float32", labels)], labels, CLASSES, 0.5)
     assert math.isnan(summary["rows"][0]["per_class_accuracy"][1])
     text = report.write_report(summary, tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["rows"][0]["per_class_accuracy"][1] is None
-    assert cells(table_rows(text, "| model | 0 |")[2]) == ["model.keras", "100.0", *["—"] * 9]
+    assert cells(table_rows(text, "| model | 0 (0) |")[2]) == ["model.keras", "100.0", *["—"] * 9]
+
+
+def test_the_report_names_the_classes():
+    labels = np.arange(20) % 3
+    names = ("cat", "dog", "bird")
+    run = runs.Run("model.keras", "keras", "float32", 1000, np.eye(3, dtype=np.float32)[labels], None)
+    summary = analysis.summarize([run], labels, names, 0.5)
+    assert summary["classes"] == ["cat", "dog", "bird"]
+    assert cells(report.per_class_table(summary).splitlines()[0]) == ["model", "cat (0)", "dog (1)", "bird (2)"]
 
 
 def test_layer_error_table_keeps_its_columns():

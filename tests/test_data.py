@@ -139,7 +139,7 @@ def test_idx_directory_missing_a_file_names_it(tmp_path):
 def test_idx_labels_that_do_not_match_images_are_refused(tmp_path):
     small_idx_directory(tmp_path, compress=False)
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(5, dtype=np.uint8))
-    with pytest.raises(data.DataError, match="train labels: expected uint8 \\(6,\\)"):
+    with pytest.raises(data.DataError, match="train labels: expected integers \\(6,\\)"):
         data.load_dataset(tmp_path)
 
 

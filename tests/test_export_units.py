@@ -24,7 +24,7 @@ def test_calibration_size_out_of_range_is_refused():
 
 def test_calibration_images_are_float_nhwc_from_training_pixels():
     images = np.full((20, 28, 28), 255, np.uint8)
-    batch = calibration.calibration_images(images, np.arange(20) % 10, 10, seed=0)
+    batch = calibration.calibration_images(images, np.arange(20) % 10, 10, seed=0, input_shape=(28, 28, 1))
     assert batch.shape == (10, 28, 28, 1) and batch.dtype == np.float32 and batch.max() == 1.0
 
 
@@ -38,7 +38,7 @@ def metrics(accuracy, agreement=1.0, difference=0.0):
 def test_int8_drop_within_tolerance_passes_and_beyond_fails_naming_file_and_amount():
     validation.check("model_int8.tflite", metrics(0.9815), 0.9864, quantized=True, tolerances=TOLERANCES)
     with pytest.raises(validation.ExportValidationError,
-                       match=r"model_int8.onnx: test accuracy 98.00% is 0.64 points below .*98.64%"):
+                       match=r"^model_int8.onnx: accuracy 98.00% is 0.64 points below the float model's 98.64% \(tolerance 0.50\)$"):
         validation.check("model_int8.onnx", metrics(0.98), 0.9864, quantized=True, tolerances=TOLERANCES)
 
 
@@ -50,13 +50,21 @@ def test_float_export_must_agree_and_match_probabilities():
         validation.check("model_f32.onnx", metrics(0.98, 1.0, 2e-3), 0.98, quantized=False, tolerances=TOLERANCES)
 
 
-def test_manifest_entry_records_hash_size_and_metrics(tmp_path):
+def test_manifest_entry_records_role_hash_size_and_details(tmp_path):
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(b"\x00" * 100)
-    entry = manifest.file_entry(path, "int8", metrics(0.98))
-    assert entry["bytes"] == 100 and entry["precision"] == "int8" and entry["format"] == "tflite"
+    entry = manifest.file_entry(path, "int8-model", precision="int8", **metrics(0.98))
+    assert entry["bytes"] == 100 and entry["precision"] == "int8" and entry["role"] == "int8-model"
     assert entry["sha256"] == runtime_manifest.sha256_of(path)
-    document = manifest.build_manifest({"file": "model.keras"}, {path.name: entry}, {}, {}, {})
-    assert document["labels"] == [str(digit) for digit in range(10)]
-    assert document["preprocessing"]["layout"] == "NHWC"
+    document = manifest.build_manifest(
+        {"file": "model.keras", "test_accuracy": 0.985}, {path.name: entry}, (32, 32, 3), ("cat", "dog"),
+        "labels.txt", "plain", "as-is", {"images": 10, "seed": 0}, {"int8_max_accuracy_drop_points": 0.5}, "data.npz")
+    parsed = runtime_manifest.Manifest.parse(document)
+    assert parsed.classes == ("cat", "dog") and parsed.input_shape == (32, 32, 3) and parsed.preparation == "plain"
     assert document["tools"]["tensorflow-cpu"] is not None and document["tools"]["python"].startswith("3.")
+
+
+def test_building_a_manifest_that_breaks_the_schema_fails_before_writing(tmp_path):
+    with pytest.raises(runtime_manifest.ManifestFormatError, match="field 'classes'"):
+        manifest.build_manifest({"test_accuracy": 0.9}, {}, (28, 28, 1), ("only one",), "x", "digit",
+                                "light-on-dark", {"images": 1, "seed": 0}, {"int8_max_accuracy_drop_points": 0.5}, "d")

@@ -113,7 +113,7 @@ def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(mnist, tmp_path):
     )
     result = run_cli("-c", code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"{tmp_path / 'digit.png'}: decoding .png images needs Pillow: "
+    assert result.stdout.strip() == (f"{tmp_path / 'digit.png'}: decoding this image format needs Pillow: "
                                      "pip install 'mnist-edge[edge]' (PGM and .npy files need nothing extra)")
 
 
@@ -196,12 +196,16 @@ def test_empty_stdin_is_refused(untrained_export):
     assert result.stderr.strip().splitlines()[-1] == "error: <stdin>: no data (empty input), not an image"
 
 
-def test_classifier_predict_takes_file_paths(untrained_export, mnist, tmp_path):
-    from edge_runtime import Classifier
+def test_a_picture_reads_the_same_from_a_file_and_from_its_bytes_whatever_its_name(mnist, tmp_path):
+    from edge_runtime import preparation
 
     paths = write_photos(mnist.x_test[:2], mnist.y_test[:2], tmp_path, suffix=".png")
-    model = Classifier.load(untrained_export / "model_f32.tflite")
-    from_files = model.predict([str(path) for path in paths])
-    from_arrays = model.predict(images.load_images(paths)[0])
-    np.testing.assert_array_equal(from_files.probabilities, from_arrays.probabilities)
-    assert len(model.predict(paths[0])) == 1
+    misnamed = tmp_path / "actually-a-png.jpg"
+    misnamed.write_bytes(paths[0].read_bytes())
+    digit = preparation.Preparation("digit", "light-on-dark", (28, 28, 1))
+    from_files, _ = preparation.prepare_files(paths, digit)
+    from_bytes, names = preparation.prepare_files([path.read_bytes() for path in paths], digit, names=["a", "b"])
+    from_misnamed, _ = preparation.prepare_files([misnamed], digit)
+    np.testing.assert_array_equal(from_files, from_bytes)
+    np.testing.assert_array_equal(from_misnamed[0], from_files[0])
+    assert names == ["a", "b"] and from_files.shape == (2, 28, 28, 1)

@@ -5,10 +5,12 @@ import pytest
 
 from edge_runtime import errors, preprocessing
 
+MNIST = (28, 28, 1)
+
 
 def test_uint8_pixels_scale_by_1_over_255_into_nhwc():
     image = np.array([[0, 255], [51, 102]], dtype=np.uint8).repeat(14, axis=0).repeat(14, axis=1)
-    model_input = preprocessing.to_model_input(image)
+    model_input = preprocessing.to_model_input(image, MNIST)
     assert model_input.shape == (1, 28, 28, 1) and model_input.dtype == np.float32
     assert model_input[0, 0, 0, 0] == 0.0 and model_input[0, 0, 27, 0] == 1.0
     assert model_input[0, 27, 0, 0] == pytest.approx(0.2)
@@ -16,7 +18,17 @@ def test_uint8_pixels_scale_by_1_over_255_into_nhwc():
 
 @pytest.mark.parametrize("shape", [(28, 28), (28, 28, 1), (5, 28, 28), (5, 28, 28, 1)])
 def test_accepted_shapes_become_a_batch(shape):
-    assert preprocessing.to_model_input(np.zeros(shape, np.float32)).shape[1:] == (28, 28, 1)
+    assert preprocessing.to_model_input(np.zeros(shape, np.float32), MNIST).shape[1:] == (28, 28, 1)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (4, 32, 32, 3)])
+def test_colour_inputs_keep_their_channels(shape):
+    assert preprocessing.to_model_input(np.zeros(shape, np.uint8), (32, 32, 3)).shape[1:] == (32, 32, 3)
+
+
+def test_a_colour_model_refuses_grey_images_naming_the_expected_shape():
+    with pytest.raises(errors.InputError, match="expected shape \\(32, 32, 3\\) or \\(N, 32, 32, 3\\), got \\(32, 32\\)"):
+        preprocessing.to_model_input(np.zeros((32, 32), np.uint8), (32, 32, 3))
 
 
 @pytest.mark.parametrize(
@@ -33,7 +45,7 @@ def test_accepted_shapes_become_a_batch(shape):
 )
 def test_bad_arrays_are_refused_with_the_reason(array, message):
     with pytest.raises(errors.InputError, match=f"digits.npy: .*{message}"):
-        preprocessing.to_model_input(array, name="digits.npy")
+        preprocessing.to_model_input(array, MNIST, name="digits.npy")
 
 
 def test_quantize_matches_the_tflite_formula_by_hand():
@@ -41,8 +53,12 @@ def test_quantize_matches_the_tflite_formula_by_hand():
     values = np.array([0.0, 1.0, 0.2, 2.0, -1.0], np.float32)
     # 0 -> -128, 1 -> 255 - 128 = 127, 0.2 -> 51 - 128 = -77; out-of-range values are clipped.
     assert preprocessing.quantize(values, 1 / 255, -128).tolist() == [-128, 127, -77, 127, -128]
-    # Halves round to even, as TFLite's reference kernels do: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2.
-    assert preprocessing.quantize(np.array([0.25, 0.75, 1.25]), 0.5, 0).tolist() == [0, 2, 2]
+    # Halves round away from zero, as TFLite's QUANTIZE does (C's round): 0.5 -> 1, 1.5 -> 2,
+    # 2.5 -> 3, -0.5 -> -1, -2.5 -> -3. (Half to even would give 0, 2, 2, 0, -2.)
+    ties = np.array([0.25, 0.75, 1.25, -0.25, -1.25])
+    assert preprocessing.quantize(ties, 0.5, 0).tolist() == [1, 2, 3, -1, -3]
+    # Just below a tie stays below it, even where float32 addition of 0.5 would round up.
+    assert preprocessing.quantize(np.array([np.nextafter(np.float32(0.5), np.float32(0))]), 1.0, 0).tolist() == [0]
 
 
 def test_dequantize_inverts_quantize_within_half_a_step():

@@ -46,7 +46,7 @@ def test_int8_model_io_matches_a_bare_interpreter_given_the_models_own_quantizat
         bare.set_tensor(input_details["index"], quantized.astype(np.int8).reshape(1, 28, 28, 1))
         bare.invoke()
         expected = bare.get_tensor(output_details["index"])
-        assert np.array_equal(model.run_raw(preprocessing.to_model_input(image)), expected)
+        assert np.array_equal(model.run_raw(preprocessing.to_model_input(image, model.input_shape)), expected)
         out_scale, out_zero_point = output_details["quantization"]
         assert np.allclose(model.predict(image).probabilities, (expected.astype(np.float32) - out_zero_point) * out_scale)
 

@@ -246,23 +246,24 @@ def test_per_class_accuracy_with_an_empty_class():
     assert np.isnan(accuracy[3])  # class 3 has no images (it is never predicted either)
 
 
-def test_per_class_accuracy_default_ten_classes():
+def test_per_class_accuracy_has_one_value_per_class():
     labels = np.arange(10).repeat(3)
-    accuracy = statistics.per_class_accuracy(labels, labels)
+    accuracy = statistics.per_class_accuracy(labels, labels, 10)
     assert accuracy.shape == (10,) and np.all(accuracy == 1.0)
+    assert statistics.per_class_accuracy(np.array([0, 1, 2]), np.array([0, 0, 2]), 3).tolist() == [1.0, 0.0, 1.0]
 
 
 def test_confusion_matrix_counts_and_sums():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 10, 500)
     predictions = np.where(rng.random(500) < 0.8, labels, rng.integers(0, 10, 500))
-    matrix = statistics.confusion_matrix(labels, predictions)
+    matrix = statistics.confusion_matrix(labels, predictions, 10)
     assert matrix.dtype == np.int64 and matrix.shape == (10, 10)
     assert matrix.sum() == 500
     assert np.array_equal(matrix.sum(axis=1), np.bincount(labels, minlength=10))  # rows: true class
     assert np.array_equal(matrix.sum(axis=0), np.bincount(predictions, minlength=10))  # columns: predicted
     assert np.trace(matrix) == np.sum(labels == predictions)
-    per_class = statistics.per_class_accuracy(labels, predictions)
+    per_class = statistics.per_class_accuracy(labels, predictions, 10)
     assert per_class == pytest.approx(np.diag(matrix) / matrix.sum(axis=1))
 
 
@@ -277,6 +278,6 @@ def test_confusion_matrix_small_by_hand():
 )
 def test_label_functions_reject_bad_input(labels, predictions):
     with pytest.raises(ValueError):
-        statistics.confusion_matrix(np.array(labels), np.array(predictions))
+        statistics.confusion_matrix(np.array(labels), np.array(predictions), 10)
     with pytest.raises(ValueError):
-        statistics.per_class_accuracy(np.array(labels), np.array(predictions))
+        statistics.per_class_accuracy(np.array(labels), np.array(predictions), 10)
