@@ -91,7 +91,9 @@ def main(argv=None):
         return 1
     tflite_path = arguments.artifacts / next(name for name in document.files_with_role(manifest.ROLE_INT8_MODEL)
                                              if name.endswith(".tflite"))
-    keras_path = arguments.artifacts / document.document["source_model"]["file"]
+    from compare import runs
+
+    keras_path = runs.source_model_path(arguments.artifacts, document)
     test_set = arguments.artifacts / document.file_with_role(manifest.ROLE_TEST_SET)
     images = evaluation.load_test_set(test_set, document.input_shape, manifest=document)[0]
 

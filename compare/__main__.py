@@ -53,7 +53,11 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     print(f"Running every model on {len(labels):,} test images ({len(classes)} classes):")
-    all_runs = runs.all_runs(arguments.artifacts, manifest, test_images, measure=not arguments.no_speed)
+    try:
+        all_runs = runs.all_runs(arguments.artifacts, manifest, test_images, measure=not arguments.no_speed)
+    except errors.EdgeRuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     summary = analysis.summarize(all_runs, labels, classes, tolerance)
 
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ above it are where precision is lost.
 import contextlib
 import csv
 import io
-import pathlib
 
+from compare import runs
 from export import calibration, pipeline, to_tflite
 
 DEBUG_IMAGES = 200
@@ -29,7 +29,7 @@ def tflite_layer_errors(artifacts_dir, manifest, dataset):
     debug_count = min(DEBUG_IMAGES, len(dataset.y_train))
     debug_images = calibration.calibration_images(dataset.x_train, dataset.y_train, debug_count, seed + 1, shape)
     keras_model, _ = pipeline.as_probabilities(
-        keras.models.load_model(pathlib.Path(artifacts_dir) / manifest.document["source_model"]["file"]),
+        keras.models.load_model(runs.source_model_path(artifacts_dir, manifest)),
         calibration_images[:64])
 
     def debug_dataset():

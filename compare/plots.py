@@ -34,15 +34,15 @@ def confusion_matrices(labels, named_predictions, class_names, path):
         axis.imshow(np.log1p(matrix), cmap="Blues")
         for true_label in range(count):
             for predicted in range(count):
-                count = matrix[true_label, predicted]
-                if count:
-                    axis.text(predicted, true_label, str(count), ha="center", va="center", fontsize=7,
+                cell = matrix[true_label, predicted]
+                if cell:
+                    axis.text(predicted, true_label, str(cell), ha="center", va="center", fontsize=7,
                               color="white" if true_label == predicted else "black")
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("predicted")
         axis.set_ylabel("true")
-        axis.set_xticks(range(count), class_names, rotation=90 if max(map(len, class_names)) > 2 else 0, fontsize=8)
-        axis.set_yticks(range(count), class_names, fontsize=8)
+        axis.set_xticks(list(range(count)), class_names, rotation=90 if max(map(len, class_names)) > 2 else 0, fontsize=8)
+        axis.set_yticks(list(range(count)), class_names, fontsize=8)
     save(figure, path)
 
 

@@ -86,10 +86,26 @@ def peak_rss_or_nan(command, what):
         return float("nan")
 
 
+def source_model_path(artifacts_dir, manifest):
+    """The Keras model the export came from: beside the exports, else where the export read it.
+
+    Raises: ModelFileError when neither exists or the file is not the one exported (sha256).
+    """
+    source = manifest.document["source_model"]
+    candidates = [pathlib.Path(artifacts_dir) / source["file"]] + ([pathlib.Path(source["path"])] if "path" in source else [])
+    for candidate in candidates:
+        if candidate.is_file():
+            if manifest_module.sha256_of(candidate) != source.get("sha256"):
+                raise errors.ModelFileError(f"{candidate}: not the Keras model these files were exported from "
+                                            "(sha256 differs); re-export")
+            return candidate
+    raise errors.ModelFileError(f"{candidates[0]}: the Keras model the export came from is missing")
+
+
 def all_runs(artifacts_dir, manifest, test_images, measure=True, progress=print):
     """Keras first, then every model file the manifest lists, in every installed runtime that can run it."""
     artifacts_dir = pathlib.Path(artifacts_dir)
-    keras_path = artifacts_dir / manifest.document["source_model"]["file"]
+    keras_path = source_model_path(artifacts_dir, manifest)
     progress(f"  {keras_path.name} (keras)")
     runs = [keras_run(keras_path, test_images, manifest.input_shape, measure)]
     for name, entry in manifest.files.items():

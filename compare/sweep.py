@@ -5,7 +5,7 @@ import tempfile
 
 import numpy as np
 
-from compare import statistics
+from compare import runs, statistics
 from edge_runtime import backends, classifier, manifest as manifest_module, preprocessing
 from export import calibration, pipeline, to_onnx, to_tflite
 
@@ -31,7 +31,7 @@ def run_sweep(artifacts_dir, manifest, dataset, reference_labels, methods=to_onn
     reference_correct = reference_labels == labels
     test_input = preprocessing.to_model_input(dataset.x_test, manifest.input_shape)
     keras_model, _ = pipeline.as_probabilities(
-        keras.models.load_model(artifacts_dir / manifest.document["source_model"]["file"]), test_input[:64])
+        keras.models.load_model(runs.source_model_path(artifacts_dir, manifest)), test_input[:64])
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)

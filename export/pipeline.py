@@ -168,6 +168,7 @@ def run_export(config):
     document = manifest.build_manifest(
         source_model={
             "file": model_path.name,
+            "path": str(model_path.resolve()),
             "sha256": runtime_manifest.sha256_of(model_path),
             "parameters": int(source_model.count_params()),
             "output": output_kind,
