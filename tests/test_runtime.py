@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edge_runtime import backends, classifier, errors, preprocessing
+from tests.conftest import run_cli
 
 MODELS = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
 
@@ -72,18 +73,18 @@ def test_describe_reports_quantization_read_from_the_model(untrained_export):
     assert details["input"]["quantization"] == manifest["files"]["model_int8.tflite"]["input"]["quantization"]
 
 
-def test_a_tampered_model_is_refused_before_loading(bundle_copy):
+def test_a_tampered_model_is_refused_before_loading(bundle_copy, untrained_export, mnist):
     path = bundle_copy / "model_int8.tflite"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(errors.IntegrityError, match="model_int8.tflite: sha256 .* does not match the manifest"):
         classifier.Classifier.load(path)
-    # The override exists, is explicit, and then the interpreter itself is the judge.
-    try:
-        classifier.Classifier.load(path, check_integrity=False)
-    except errors.ModelFileError:
-        pass
+    # The override exists and is explicit: the changed file (a flipped weight byte) is then really
+    # loaded, and answers differently from the exported one.
+    tampered = classifier.Classifier.load(path, check_integrity=False).predict(mnist.x_test[:500])
+    original = classifier.Classifier.load(untrained_export / "model_int8.tflite").predict(mnist.x_test[:500])
+    assert not np.array_equal(tampered.raw, original.raw)
 
 
 def test_a_model_the_manifest_does_not_list_is_refused(bundle_copy):
@@ -134,7 +135,22 @@ def test_forcing_a_backend_of_the_wrong_format_is_refused(untrained_export):
 
 
 def test_thread_count_reaches_the_interpreter(untrained_export, mnist):
+    """Observed on the interpreters themselves: LiteRT starts threads - 1 workers of its own, and
+    onnxruntime reports the count it was given. A fresh process, so no other test's threads count."""
+    code = (
+        "import os, sys, numpy as np\n"
+        "from edge_runtime import Classifier\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "model = Classifier.load(sys.argv[1], threads=int(sys.argv[2]))\n"
+        "model.predict(np.zeros((64, 28, 28), np.uint8))\n"
+        "print(len(os.listdir('/proc/self/task')) - before)\n"
+    )
+    started = {threads: run_cli("-c", code, str(untrained_export / "model_int8.tflite"), str(threads))
+               for threads in (1, 3)}
+    assert all(result.returncode == 0 for result in started.values()), started
+    assert int(started[1].stdout) == 0 and int(started[3].stdout) == 2
+    onnx = classifier.Classifier.load(untrained_export / "model_int8.onnx", threads=3)
+    assert onnx.backend.session.get_session_options().intra_op_num_threads == 3
     one = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=1)
-    two = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=2)
-    assert one.threads == 1
-    assert np.array_equal(one.predict(mnist.x_test[:50]).probabilities, two.predict(mnist.x_test[:50]).probabilities)
+    three = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=3)
+    assert np.array_equal(one.predict(mnist.x_test[:50]).raw, three.predict(mnist.x_test[:50]).raw)

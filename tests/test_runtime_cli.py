@@ -5,6 +5,7 @@ import pathlib
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_cli
@@ -107,3 +108,31 @@ def test_the_console_script_is_installed():
     assert script is not None, "pip install -e . should have installed the mnist-edge script"
     result = run_cli("--help", python=script)
     assert result.returncode == 0 and "predict" in result.stdout and "eval" in result.stdout
+
+
+def test_predict_reads_every_image_kind_in_a_directory_and_names_classes(bundle, mnist, tmp_path):
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    digit = 255 - mnist.x_test[0]
+    (pictures / "a.pgm").write_bytes(b"P5 28 28 255\n" + digit.tobytes())
+    (pictures / "b.ppm").write_bytes(b"P6 28 28 255\n" + np.repeat(digit[..., None], 3, axis=2).tobytes())
+    (pictures / "notes.txt").write_text("not a picture")
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), str(pictures), "--json")
+    assert result.returncode == 0, result.stderr
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [pathlib.Path(entry["file"]).name for entry in predictions] == ["a.pgm", "b.ppm"]
+    assert predictions[0]["label"] == predictions[1]["label"]
+    assert predictions[0]["class"] == str(predictions[0]["label"])  # the manifest's names of the digits
+
+
+def test_a_model_without_a_manifest_says_so_once_on_stderr_and_keeps_stdout_clean(bundle, mnist, tmp_path):
+    lone = tmp_path / "alone"
+    lone.mkdir()
+    shutil.copy(bundle / "model_int8.tflite", lone / "model_int8.tflite")
+    np.save(lone / "digit.npy", mnist.x_test[0])
+    result = run_cli("-m", "edge_runtime", "predict", str(lone / "model_int8.tflite"), str(lone / "digit.npy"), "--json")
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {lone / 'model_int8.tflite'}: no manifest.json beside it: integrity not checked, "
+                     "classes named by index"]
