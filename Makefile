@@ -70,7 +70,7 @@ system-deps:
 # Re-resolve the workstation pins from pyproject's extras (needs the package index).
 lock:
 	rm -rf .venv-lock && $(PYTHON_FOR_VENV) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -e '.[train,dev]'
+	.venv-lock/bin/pip install --quiet -e '.[train,serve,dev]'
 	{ echo "# Exact versions for the workstation venv (make venv). Regenerate with 'make lock'."; \
 	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^mnist-edge'; } > requirements/workstation.lock
 	rm -rf .venv-lock

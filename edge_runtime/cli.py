@@ -58,12 +58,17 @@ def build_parser():
     info = commands.add_parser("info", help="the manifest entry and input/output details of a model")
     info.add_argument("model", type=pathlib.Path)
     model_options(info)
+
+    # serve parses its own options (edge_runtime/serve/server.py), so nothing of it loads unless it runs.
+    serve = commands.add_parser("serve", add_help=False, prefix_chars="\0",
+                                help="the model as an HTTP service: API, page, metrics (needs [serve]; serve --help)")
+    serve.add_argument("serve_arguments", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv=None):
     arguments = build_parser().parse_args(argv)
-    handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info}
+    handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info, "serve": run_serve}
     try:
         return handlers[arguments.command](arguments)
     except errors.EdgeRuntimeError as error:
@@ -311,3 +316,9 @@ def run_info(arguments):
     else:
         print("manifest       none beside this model")
     return 0
+
+
+def run_serve(arguments):
+    from edge_runtime.serve import server
+
+    return server.main(arguments.serve_arguments)
