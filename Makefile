@@ -41,7 +41,7 @@ compare: $(ARTIFACTS)/manifest.json
 
 bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 
-$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(wildcard edge_runtime/*.py) export/bundle.py pyproject.toml
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(wildcard edge_runtime/*.py edge_runtime/serve/*.py edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS) $(DATA_FLAG)
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings).
@@ -61,8 +61,9 @@ test: $(VENV_STAMP)
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
 
-# Debian packages some tests use: real IDX files (Fashion-MNIST). Needs root; CI runs it.
-SYSTEM_PACKAGES := dataset-fashion-mnist
+# Debian packages some tests use: real IDX files (Fashion-MNIST), and headless Chromium with its
+# WebDriver for the page test of `serve`. Needs root; CI runs it.
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
