@@ -46,7 +46,7 @@ compare: $(ARTIFACTS)/manifest.json
 
 bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 
-$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) export/bundle.py pyproject.toml
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/*.py edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings).
@@ -66,8 +66,9 @@ test: $(VENV_STAMP)
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
 
-# Debian packages some tests use: real IDX files (Fashion-MNIST). Needs root; CI runs it.
-SYSTEM_PACKAGES := dataset-fashion-mnist
+# Debian packages some tests use: real IDX files (Fashion-MNIST), and headless Chromium with its
+# WebDriver for the page test of `serve`. Needs root; CI runs it.
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
@@ -75,7 +76,7 @@ system-deps:
 # Re-resolve the workstation pins from pyproject's extras (needs the package index).
 lock:
 	rm -rf .venv-lock && $(PYTHON_FOR_VENV) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -e '.[train,dev]'
+	.venv-lock/bin/pip install --quiet -e '.[train,serve,dev]'
 	{ echo "# Exact versions for the workstation venv (make venv). Regenerate with 'make lock'."; \
 	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^mnist-edge'; } > requirements/workstation.lock
 	rm -rf .venv-lock

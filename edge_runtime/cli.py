@@ -88,12 +88,17 @@ def build_parser():
     info = commands.add_parser("info", help="the manifest entry and input/output details of a model")
     info.add_argument("model", type=pathlib.Path)
     model_options(info)
+
+    # serve parses its own options (edge_runtime/serve/server.py), so nothing of it loads unless it runs.
+    serve = commands.add_parser("serve", add_help=False, prefix_chars="\0",
+                                help="the model as an HTTP service: API, page, metrics (needs [serve]; serve --help)")
+    serve.add_argument("serve_arguments", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv=None):
     arguments = build_parser().parse_args(argv)
-    handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info}
+    handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info, "serve": run_serve}
     try:
         status = handlers[arguments.command](arguments)
         sys.stdout.flush()
@@ -384,3 +389,9 @@ def run_info(arguments):
         print(f"{'accuracy':<14} {100 * entry.test_accuracy:.2f}% at export "
               f"(float model {100 * document.float_accuracy:.2f}%)")
     return 0
+
+
+def run_serve(arguments):
+    from edge_runtime.serve import server
+
+    return server.main(arguments.serve_arguments)

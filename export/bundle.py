@@ -2,7 +2,8 @@
 
 The bundle holds a wheel of `edge_runtime` alone (no training or export code, no TensorFlow), the
 files the manifest gives a device role (the int8 models, the float reference, the test set), the
-manifest restricted to those files, and DEPLOY.md. Unpack, pip install, eval.
+manifest restricted to those files, DEPLOY.md and a systemd unit for `serve`. Unpack, pip
+install, eval (or serve).
 """
 
 import argparse
@@ -56,7 +57,52 @@ Speed and memory on this device:
     python -m edge_runtime bench mnist-edge-bundle/model_int8.tflite --threads 4
 
 Every model file is checked against the sha256 in manifest.json before it is loaded.
+
+## Serving: an HTTP API, a page to draw or photograph a digit, Prometheus metrics
+
+    pip install "mnist-edge-bundle/{wheel}[edge,serve]"
+    mnist-edge serve mnist-edge-bundle/
+
+Before it opens its port, `serve` runs the same check as `eval` on the bundled test images and
+exits with status 3 if the int8 model lost too much (`--self-check-images N` checks fewer on a slow
+board). It listens on 127.0.0.1:8080; open http://127.0.0.1:8080/ on the device. To reach it from
+other machines, give it a token: `--host 0.0.0.0 --token-file FILE`, then every API call needs
+`Authorization: Bearer <token>` (the page asks for it once).
+
+## At boot, with systemd
+
+`mnist-edge.service` runs `serve` as an unprivileged throw-away user (DynamicUser=yes), restarts
+it if it fails (but not after a failed self-check), and reads the bundle from
+/opt/mnist-edge/mnist-edge-bundle. As root:
+
+    mkdir -p /opt/mnist-edge
+    tar xzf mnist-edge-bundle.tar.gz -C /opt/mnist-edge
+    python3 -m venv /opt/mnist-edge/venv
+    /opt/mnist-edge/venv/bin/pip install "/opt/mnist-edge/mnist-edge-bundle/{wheel}[edge,serve]"
+    cp /opt/mnist-edge/mnist-edge-bundle/mnist-edge.service /etc/systemd/system/
+    systemctl daemon-reload
+    systemctl enable --now mnist-edge
+    journalctl -u mnist-edge          # the self-check line, then "ready on http://127.0.0.1:8080/"
+
+Another bundle path, address or flag: `systemctl edit mnist-edge` and set, for instance,
+
+    [Service]
+    Environment=MNIST_EDGE_BUNDLE=/srv/mnist-edge-bundle
+
+To serve the network with a token that only root can read (systemd hands it to the service):
+
+    install -d -m 700 /etc/mnist-edge
+    head -c 24 /dev/urandom | base64 > /etc/mnist-edge/token
+    systemctl edit mnist-edge         # then add:
+
+    [Service]
+    LoadCredential=token:/etc/mnist-edge/token
+    ExecStart=
+    ExecStart=/opt/mnist-edge/venv/bin/mnist-edge serve ${{MNIST_EDGE_BUNDLE}} --host 0.0.0.0 --port 8080 --token-file ${{CREDENTIALS_DIRECTORY}}/token
+
+    systemctl restart mnist-edge
 """
+SERVICE_UNIT = pathlib.Path(__file__).resolve().parent / "mnist-edge.service"
 
 
 def build_wheel(destination):
@@ -103,6 +149,7 @@ def build_bundle(artifacts_dir, output=None):
             wheel.name: wheel.read_bytes(),
             manifest.MANIFEST_NAME: (json.dumps(bundle_manifest, indent=2) + "\n").encode(),
             "DEPLOY.md": DEPLOY_TEXT.format(wheel=wheel.name).encode(),
+            SERVICE_UNIT.name: SERVICE_UNIT.read_bytes(),
             **{name: (artifacts_dir / name).read_bytes() for name in bundled},
         }
         with atomic_files.atomic_output(output) as temporary:

@@ -1,0 +1,237 @@
+"""The service as a plain WSGI application: routes, the token, limits, JSON errors and security headers.
+
+    GET  /              the page (static files shipped in the wheel)
+    GET  /api/info      model, sha256, backend, input shape, class names, accuracy, self-check
+    POST /api/predict   an image file (image/*, or multipart field `file`) or JSON pixels
+    GET  /healthz       the process is alive
+    GET  /readyz        the start-up self-check passed (else 503)
+    GET  /metrics       Prometheus text
+
+A refused request gets a 4xx and {"error": "<one line>"}, the line the CLI would print. A 500 is
+a bug in this service, never the user's input: it is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import http
+import importlib.resources
+import json
+import logging
+import time
+import urllib.parse
+import uuid
+
+import numpy as np
+
+from edge_runtime import errors
+from edge_runtime.serve import bodies
+
+LOGGER = logging.getLogger("mnist_edge.serve")
+DEFAULT_MAX_BODY_BYTES = 20_000_000
+MAX_BATCH = 256
+# The page's own files only: no inline script, nothing from elsewhere (the device may be offline).
+SECURITY_HEADERS = [
+    ("Content-Security-Policy",
+     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+     "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+     "frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(self), microphone=(), geolocation=()"),
+]
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the application answers: the bearer token (None: open), whether probes need it, the body limit."""
+
+    token: str | None = None
+    probes_need_token: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    methods: tuple
+    handler: object
+    needs_token: bool
+
+
+class Application:
+    """The WSGI callable around a ServedModel, its start-up SelfCheck (None if skipped) and Metrics.
+
+    `prediction_listeners` are called as listener(prepared, outcome, answer) after every
+    prediction; the metrics are one, and checks that watch live traffic can be others.
+    """
+
+    def __init__(self, served, settings, metrics, self_check):
+        self.served = served
+        self.settings = settings
+        self.metrics = metrics
+        self.self_check = self_check
+        self.class_names = served.class_names
+        self.prediction_listeners = [self.count_predictions]
+        self.static = {path: (read_static(name), content_type) for path, (name, content_type) in STATIC_FILES.items()}
+        api, probes = settings.token is not None, settings.token is not None and settings.probes_need_token
+        self.routes = {path: Route(("GET", "HEAD"), self.static_file, False) for path in STATIC_FILES}
+        self.routes.update({
+            "/api/info": Route(("GET", "HEAD"), self.info, api),
+            "/api/predict": Route(("POST",), self.predict, api),
+            "/healthz": Route(("GET", "HEAD"), self.healthz, probes),
+            "/readyz": Route(("GET", "HEAD"), self.readyz, probes),
+            "/metrics": Route(("GET", "HEAD"), self.prometheus, probes),
+        })
+
+    @property
+    def ready(self):
+        return self.self_check is not None and self.self_check.passed
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        route = self.routes.get(path)
+        try:
+            if route is None:
+                raise bodies.HTTPError(404, f"no such page or API: {path[:200]}")
+            if method not in route.methods:
+                raise bodies.HTTPError(405, f"{method[:20]} is not allowed on {path}; use {' or '.join(route.methods)}",
+                                       headers=[("Allow", ", ".join(route.methods))])
+            if route.needs_token:
+                self.check_token(environ)
+            status, headers, body = route.handler(environ)
+        except bodies.HTTPError as error:
+            status, headers, body = json_response(error.status, {"error": error.message}, error.headers)
+        except errors.EdgeRuntimeError as error:  # the runtime refused the input: the CLI's own line
+            status, headers, body = json_response(400, {"error": str(error)})
+        except Exception:
+            LOGGER.exception("error: %s %s failed", method, path)
+            status, headers, body = json_response(500, {"error": "internal error; the service log has the details"})
+        start_response(f"{status} {http.HTTPStatus(status).phrase}", headers + SECURITY_HEADERS)
+        self.metrics.record_request(path if route else "other", status, time.perf_counter() - started)
+        return [body]
+
+    def check_token(self, environ):
+        scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self.settings.token.encode()):
+            raise bodies.HTTPError(401, "this service needs 'Authorization: Bearer <token>' (the token in its --token-file)",
+                                   headers=[("WWW-Authenticate", 'Bearer realm="mnist-edge"')])
+
+    def static_file(self, environ):
+        body, content_type = self.static[environ.get("PATH_INFO") or "/"]
+        return 200, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                     ("Cache-Control", "no-cache")], body
+
+    def info(self, environ):
+        return json_response(200, {
+            **self.served.describe(),
+            "self_check": None if self.self_check is None else self.self_check.as_dict(),
+            "ready": self.ready,
+            "token_required": self.settings.token is not None,
+            "max_body_bytes": self.settings.max_body_bytes,
+        })
+
+    def healthz(self, environ):
+        return json_response(200, {"alive": True})
+
+    def readyz(self, environ):
+        if self.ready:
+            return json_response(200, {"ready": True})
+        reason = ("the start-up self-check was skipped (--self-check-images 0)" if self.self_check is None
+                  else "; ".join(self.self_check.failures))
+        return json_response(503, {"ready": False, "reason": reason})
+
+    def prometheus(self, environ):
+        body, content_type = self.metrics.exposition()
+        return 200, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                     ("Cache-Control", "no-store")], body
+
+    def predict(self, environ):
+        started = time.perf_counter()
+        top_k = self.top_k(environ.get("QUERY_STRING", ""))
+        body = bodies.read_body(environ, self.settings.max_body_bytes)
+        kind = bodies.media_type(environ)
+        if kind == "application/json":
+            prepared = self.served.prepare_pixels(bodies.json_pixels(body), "pixels")
+        elif kind == "multipart/form-data":
+            filename, data = bodies.multipart_file(body, environ.get("CONTENT_TYPE", ""))
+            prepared = self.served.prepare_file(data, printable_name(filename))
+        elif kind.startswith("image/") or kind in ("application/octet-stream", ""):
+            prepared = self.served.prepare_file(body, "upload")
+        else:
+            raise bodies.HTTPError(415, f"unsupported Content-Type {kind[:60]!r}: send image/*, multipart/form-data "
+                                        "(field 'file') or application/json pixels")
+        if len(prepared.names) > MAX_BATCH:
+            raise bodies.HTTPError(400, f"pixels: a batch of {len(prepared.names)} images is more than the {MAX_BATCH} allowed")
+        prepared_at = time.perf_counter()
+        outcome = self.served.classify(prepared)
+        answer = {
+            "id": uuid.uuid4().hex,
+            "model": self.served.model.path.name,
+            "predictions": self.describe_predictions(prepared, outcome, top_k),
+        }
+        for listener in self.prediction_listeners:
+            listener(prepared, outcome, answer)
+        answer["timing_ms"] = {
+            "prepare": 1000 * (prepared_at - started),
+            "model": 1000 * outcome.seconds,
+            "total": 1000 * (time.perf_counter() - started),
+        }
+        return json_response(200, answer)
+
+    def top_k(self, query):
+        values = urllib.parse.parse_qs(query).get("top_k", ["3"])
+        try:
+            top_k = int(values[0])
+        except ValueError:
+            raise bodies.HTTPError(400, f"top_k must be a whole number, got {values[0][:20]!r}") from None
+        if not 1 <= top_k <= len(self.class_names):
+            raise bodies.HTTPError(400, f"top_k must be 1..{len(self.class_names)}, got {top_k}")
+        return top_k
+
+    def describe_predictions(self, prepared, outcome, top_k):
+        order = np.argsort(-outcome.probabilities, axis=1, kind="stable")[:, :top_k]
+        pixels = np.rint(prepared.pixels * 255).astype(np.uint8)
+        return [
+            {
+                "name": name,
+                "label": int(best[0]),
+                "class_name": self.class_names[best[0]],
+                "probability": float(probabilities[best[0]]),
+                "top_k": [{"label": int(label), "class_name": self.class_names[label],
+                           "probability": float(probabilities[label])} for label in best],
+                "input": image.tolist(),
+            }
+            for name, best, probabilities, image in zip(prepared.names, order, outcome.probabilities, pixels)
+        ]
+
+    def count_predictions(self, prepared, outcome, answer):
+        for prediction in answer["predictions"]:
+            self.metrics.record_prediction(prediction["class_name"])
+
+
+def json_response(status, document, headers=()):
+    body = (json.dumps(document, separators=(",", ":")) + "\n").encode()
+    return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"), *headers], body
+
+
+def printable_name(filename):
+    """An uploaded file's name, safe to echo: its last path part, printable, at most 100 characters."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(character for character in name if character.isprintable())[:100]
+    return name or "upload"
+
+
+def read_static(name):
+    return importlib.resources.files("edge_runtime.serve").joinpath("static").joinpath(name).read_bytes()

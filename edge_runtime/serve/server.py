@@ -1,0 +1,232 @@
+"""`mnist-edge serve BUNDLE_DIR`: check the model, then serve it with waitress.
+
+Start-up order: load the model (checked against the manifest), run the self-check on the bundled
+test set with `eval`'s gate, and only then open the port. A failed check exits with status 3 and
+the line `eval` prints, unless --allow-failed-self-check (then /readyz answers 503).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import json
+import pathlib
+import signal
+import sys
+import time
+
+from edge_runtime import errors
+
+EXIT_FAILED_CHECK = 3  # the same status as `eval`
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeConfig:
+    """Everything `serve` was asked to do; the command-line flags map onto it one to one."""
+
+    bundle: pathlib.Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model: str = "model_int8.tflite"
+    backend: str | None = None
+    threads: int = 1
+    workers: int = 4
+    token_file: pathlib.Path | None = None
+    probes_need_token: bool = False
+    max_body_bytes: int = 20_000_000
+    self_check_images: int | None = None
+    tolerance: float | None = None  # None: the manifest's
+    allow_failed_self_check: bool = False
+
+
+def build_parser():
+    from edge_runtime import backends
+
+    parser = argparse.ArgumentParser(prog="mnist-edge serve", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=pathlib.Path, help="the unpacked bundle directory (mnist-edge-bundle/)")
+    parser.add_argument("--host", default=ServeConfig.host,
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
+    parser.add_argument("--port", type=int, default=ServeConfig.port, help="TCP port (0: any free port, printed at start)")
+    parser.add_argument("--model", default=ServeConfig.model, help="model file in the bundle (default model_int8.tflite)")
+    parser.add_argument("--backend", choices=backends.BACKEND_NAMES, default=None, help="force an interpreter")
+    parser.add_argument("--threads", type=int, default=ServeConfig.threads, help="interpreter threads (default 1)")
+    parser.add_argument("--workers", type=int, default=ServeConfig.workers,
+                        help="request worker threads (default 4); more requests wait in a queue")
+    parser.add_argument("--token-file", type=pathlib.Path, default=None,
+                        help="file holding a token every API call must present as 'Authorization: Bearer <token>'")
+    parser.add_argument("--probes-need-token", action="store_true",
+                        help="also require the token on /healthz, /readyz and /metrics (open by default)")
+    parser.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes,
+                        help="largest request body accepted (default 20000000); larger ones get 413 unread")
+    parser.add_argument("--self-check-images", type=int, default=None,
+                        help="check on the first N test images only (default: all; 0 skips the check, /readyz stays 503)")
+    parser.add_argument("--tolerance", type=float, default=ServeConfig.tolerance,
+                        help="largest accepted accuracy drop against the float model, in points "
+                             "(default: the manifest's, as eval)")
+    parser.add_argument("--allow-failed-self-check", action="store_true",
+                        help="serve even when the self-check fails (/readyz answers 503)")
+    return parser
+
+
+def parse_config(argv):
+    """Turn command-line arguments into a ServeConfig; raise InputError for values out of range."""
+    arguments = build_parser().parse_args(argv)
+    config = ServeConfig(**vars(arguments))
+    if not 0 <= config.port <= 65535:
+        raise errors.InputError(f"--port must be 0..65535, got {config.port}")
+    for name in ("threads", "workers", "max_body_bytes"):
+        if getattr(config, name) < 1:
+            raise errors.InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.self_check_images is not None and config.self_check_images < 0:
+        raise errors.InputError(f"--self-check-images must be 0 or more, got {config.self_check_images}")
+    if config.tolerance is not None:
+        from edge_runtime import evaluation
+
+        evaluation.check_tolerance(config.tolerance, "--tolerance")
+    return config
+
+
+def read_token(path):
+    """The token in `path`, stripped; InputError naming the file when it is missing or empty."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise errors.InputError(f"{path}: cannot read the token file: {error}") from None
+    if not token:
+        raise errors.InputError(f"{path}: the token file is empty")
+    return token
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def log(message):
+    print(f"mnist-edge serve: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv):
+    """Run the service until SIGTERM or Ctrl-C; return the exit status."""
+    started = time.perf_counter()
+    config = parse_config(argv)
+    try:
+        import waitress.server  # noqa: F401  (checked here, before the minute a self-check may take)
+
+        from edge_runtime.serve import app, metrics, model
+    except ImportError as error:
+        raise errors.BackendUnavailableError(
+            f"serve needs the [serve] extra ({error.name} is missing): pip install 'mnist-edge[serve]'") from None
+    token = read_token(config.token_file) if config.token_file else None
+    served = model.ServedModel.load(config.bundle, config.model, backend=config.backend, threads=config.threads)
+    description = served.describe()
+    check = None
+    if config.self_check_images == 0:
+        log("self-check skipped (--self-check-images 0): /readyz answers 503")
+    else:
+        check = served.self_check(config.self_check_images, config.tolerance, threads=config.threads)
+        log(self_check_line(check))
+        if not check.passed:
+            for failure in check.failures:
+                print(f"FAILED: {failure}", file=sys.stderr, flush=True)
+            if not config.allow_failed_self_check:
+                return EXIT_FAILED_CHECK
+            log("serving anyway (--allow-failed-self-check): /readyz answers 503")
+    counters = metrics.Metrics(description["model"], description["sha256"], description["backend"])
+    counters.record_self_check(check)
+    application = app.Application(served, app.Settings(token=token, probes_need_token=config.probes_need_token,
+                                                       max_body_bytes=config.max_body_bytes), counters, check)
+    if token is None and not is_loopback(config.host):
+        log(f"warning: listening on {config.host} without --token-file: anyone who can reach this port can use the API")
+    server = create_server(application, config)
+    for host, port in listening_addresses(server):
+        log(f"ready on http://{format_host(host)}:{port}/ in {time.perf_counter() - started:.2f} s "
+            f"({description['model']}, {description['backend']}, {config.workers} workers)")
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        server.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.close()
+    log("stopped")
+    return 0
+
+
+def stop_on_signal(signum, frame):
+    raise SystemExit(0)
+
+
+def self_check_line(check):
+    drop = "-" if check.drop_points is None else f"{0.0 - check.drop_points:+.2f} pt"
+    agreement = "-" if check.agreement_with_float is None else f"{100 * check.agreement_with_float:.2f}%"
+    float_accuracy = "-" if check.float_accuracy is None else f"{100 * check.float_accuracy:.2f}%"
+    return (f"self-check {'passed' if check.passed else 'FAILED'}: {100 * check.accuracy:.2f}% on {check.images} test images, "
+            f"float {float_accuracy} ({check.float_accuracy_source}), change {drop}, agreement {agreement}, "
+            f"tolerance {check.tolerance_points:.2f} pt, {check.seconds:.2f} s")
+
+
+def create_server(application, config):
+    """A waitress server for `application`, its errors answered in JSON like the application's own."""
+    import waitress.server
+
+    server = waitress.server.create_server(
+        application, host=config.host, port=config.port, threads=config.workers, ident="mnist-edge",
+        # waitress refuses a body of this many bytes or more from its Content-Length, before reading it.
+        max_request_body_size=config.max_body_bytes + 1,
+        clear_untrusted_proxy_headers=True,
+    )
+    channel_class = json_error_channel_class(application)
+    for dispatcher in [server, *getattr(server, "map", {}).values()]:
+        if isinstance(dispatcher, waitress.server.BaseWSGIServer):
+            dispatcher.channel_class = channel_class
+    return server
+
+
+def json_error_channel_class(application):
+    """A waitress channel whose own refusals (413, 400 for malformed HTTP...) are JSON one-liners too,
+    counted in `application`'s metrics."""
+    import waitress.channel
+    import waitress.task
+
+    from edge_runtime.serve import app
+
+    class JsonErrorTask(waitress.task.ErrorTask):
+        def execute(self):
+            error = self.request.error
+            if error.code == 413:
+                message = f"request body is over the {application.settings.max_body_bytes:,}-byte limit"
+            else:
+                message = f"{error.reason.lower()}: {error.body}".splitlines()[0]
+            body = (json.dumps({"error": message}) + "\n").encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.extend([("Content-Type", "application/json"), *app.SECURITY_HEADERS])
+            if hasattr(self, "set_close_on_finish"):  # waitress 3
+                self.set_close_on_finish()
+            else:  # waitress 2.1 (Debian bookworm's python3-waitress)
+                self.response_headers.append(("Connection", "close"))
+                self.close_on_finish = True
+            self.content_length = len(body)
+            self.write(body)
+            application.metrics.record_request(
+                self.request.path if self.request.path in application.routes else "other", error.code, 0.0)
+
+    class JsonErrorChannel(waitress.channel.HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
+
+
+def listening_addresses(server):
+    if hasattr(server, "effective_listen"):
+        return [(host, port) for host, port in server.effective_listen]
+    return [(server.effective_host, server.effective_port)]
+
+
+def format_host(host):
+    return f"[{host}]" if ":" in str(host) else host

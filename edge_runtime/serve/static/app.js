@@ -1,0 +1,234 @@
+// The mnist-edge page: draw or photograph a digit, send it to POST /api/predict, show the answer.
+// No framework and nothing from elsewhere: the device may be offline, and the CSP allows 'self' only.
+"use strict";
+
+const TOKEN_KEY = "mnist-edge-token";
+const INK_WIDTH = 18; // on the 280-pixel pad: about MNIST's stroke width once scaled to its 20-pixel box
+const state = { sent: 0, info: null, drawing: false, last: null, strokes: 0 };
+const byId = (id) => document.getElementById(id);
+
+function authorization() {
+  const token = localStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+// Fetch JSON from the service; a 401 asks for the token (once, then it is remembered).
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: { ...(options.headers || {}), ...authorization() } });
+  if (response.status === 401) {
+    localStorage.removeItem(TOKEN_KEY);
+    askForToken();
+    throw new Error("this device needs its access token");
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch (error) {
+    body = { error: response.status + " " + response.statusText };
+  }
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function askForToken() {
+  byId("token-form").hidden = false;
+  byId("token-input").focus();
+}
+
+function setStatus(stateName, text) {
+  const status = byId("status");
+  status.dataset.state = stateName;
+  status.textContent = text;
+}
+
+async function loadInfo() {
+  try {
+    const info = await api("api/info");
+    state.info = info;
+    byId("model-line").textContent =
+      `${info.model} · ${info.backend} · sha256 ${String(info.sha256).slice(0, 12)}… · classes ${info.class_names.join(" ")}`;
+    showSelfCheck(info);
+  } catch (error) {
+    byId("model-line").textContent = error.message;
+  }
+}
+
+function showSelfCheck(info) {
+  const line = byId("self-check");
+  const check = info.self_check;
+  if (!check) {
+    line.textContent = "Start-up self-check: skipped, so this service does not report itself ready.";
+    line.className = "warning";
+    return;
+  }
+  const percent = (value) => (value === null ? "–" : (100 * value).toFixed(2) + "%");
+  line.textContent = `Start-up self-check: ${percent(check.accuracy)} on ${check.images.toLocaleString()} test images, ` +
+    `float model ${percent(check.float_accuracy)} — ${check.passed ? "passed" : "FAILED: " + check.failures.join("; ")}`;
+  line.className = check.passed ? "good" : "warning";
+}
+
+// Send one image; only the newest request's answer is shown.
+async function classify(body, headers, source) {
+  const sequence = ++state.sent;
+  setStatus("busy", `Classifying ${source}…`);
+  const started = performance.now();
+  try {
+    const answer = await api("api/predict", { method: "POST", body, headers });
+    if (sequence !== state.sent) return;
+    showAnswer(answer, performance.now() - started);
+    setStatus("done", `Classified ${source}.`);
+  } catch (error) {
+    if (sequence === state.sent) setStatus("error", error.message);
+  }
+}
+
+function showAnswer(answer, roundTripMs) {
+  const prediction = answer.predictions[0];
+  const result = byId("answer");
+  result.textContent = `${prediction.class_name}  (${(100 * prediction.probability).toFixed(1)}%)`;
+  result.dataset.label = prediction.label;
+  result.dataset.className = prediction.class_name;
+  const list = byId("top");
+  list.replaceChildren(...prediction.top_k.map((entry) => {
+    const item = document.createElement("li");
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.style.width = Math.max(1, Math.round(100 * entry.probability)) + "%";
+    const text = document.createElement("span");
+    text.textContent = `${entry.class_name}  ${(100 * entry.probability).toFixed(1)}%`;
+    item.append(text, bar);
+    return item;
+  }));
+  drawSeen(prediction.input);
+  const timing = answer.timing_ms;
+  byId("latency").textContent = `server ${timing.total.toFixed(1)} ms (model ${timing.model.toFixed(2)} ms), ` +
+    `round trip ${roundTripMs.toFixed(0)} ms`;
+}
+
+function drawSeen(rows) {
+  const seen = byId("seen").getContext("2d");
+  const image = seen.createImageData(28, 28);
+  rows.flat().forEach((value, index) => {
+    image.data.set([value, value, value, 255], 4 * index);
+  });
+  seen.putImageData(image, 0, 0);
+}
+
+// The drawing pad: pointer events cover mouse, pen and finger alike.
+function setUpPad() {
+  const pad = byId("pad");
+  const context = pad.getContext("2d");
+  const clear = () => {
+    context.fillStyle = "#fff";
+    context.fillRect(0, 0, pad.width, pad.height);
+    state.strokes = 0;
+  };
+  const point = (event) => {
+    const box = pad.getBoundingClientRect();
+    return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
+  };
+  const line = (from, to) => {
+    context.strokeStyle = "#000";
+    context.lineWidth = INK_WIDTH;
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    context.beginPath();
+    context.moveTo(...from);
+    context.lineTo(...to);
+    context.stroke();
+  };
+  clear();
+  pad.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    pad.setPointerCapture(event.pointerId);
+    state.drawing = true;
+    state.last = point(event);
+    line(state.last, state.last);
+  });
+  pad.addEventListener("pointermove", (event) => {
+    if (!state.drawing) return;
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const each of events.length ? events : [event]) {
+      const next = point(each);
+      line(state.last, next);
+      state.last = next;
+    }
+  });
+  const finish = () => {
+    if (!state.drawing) return;
+    state.drawing = false;
+    state.strokes += 1;
+    setStatus("busy", "Classifying the drawing…");
+    pad.toBlob((blob) => classify(blob, { "Content-Type": "image/png" }, "the drawing"), "image/png");
+  };
+  pad.addEventListener("pointerup", finish);
+  pad.addEventListener("pointercancel", finish);
+  byId("clear").addEventListener("click", () => {
+    clear();
+    setStatus("idle", "Draw a digit, or choose a photo.");
+  });
+}
+
+function setUpPhoto() {
+  byId("photo").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    const limit = state.info ? state.info.max_body_bytes : Infinity;
+    if (file.size > limit) {
+      setStatus("error", `${file.name}: ${file.size.toLocaleString()} bytes is over this device's ${limit.toLocaleString()}-byte limit`);
+      return;
+    }
+    const form = new FormData();
+    form.append("file", file, file.name);
+    classify(form, {}, file.name);
+    event.target.value = "";
+  });
+}
+
+// A live camera needs a secure context (HTTPS, or localhost); over plain http on a LAN the
+// browser hides getUserMedia, and the file input above (which opens the camera on phones) remains.
+function setUpCamera() {
+  const note = byId("camera-note");
+  if (!(window.isSecureContext && navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) {
+    note.textContent = `A live camera view needs HTTPS or localhost, and this page is ${location.protocol}//${location.host}: ` +
+      "use “Take or choose a photo”, which opens the camera on a phone.";
+    return;
+  }
+  const start = byId("camera-start");
+  const capture = byId("camera-capture");
+  const video = byId("video");
+  start.hidden = false;
+  start.addEventListener("click", async () => {
+    try {
+      video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+      video.hidden = false;
+      await video.play();
+      capture.hidden = false;
+      note.textContent = "Point the camera at a digit on paper, then classify the frame.";
+    } catch (error) {
+      note.textContent = "The camera is not available: " + error.message;
+    }
+  });
+  capture.addEventListener("click", () => {
+    const frame = document.createElement("canvas");
+    frame.width = video.videoWidth;
+    frame.height = video.videoHeight;
+    frame.getContext("2d").drawImage(video, 0, 0);
+    frame.toBlob((blob) => classify(blob, { "Content-Type": "image/png" }, "the camera frame"), "image/png");
+  });
+}
+
+function setUpToken() {
+  byId("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem(TOKEN_KEY, byId("token-input").value.trim());
+    byId("token-form").hidden = true;
+    loadInfo();
+  });
+}
+
+setUpToken();
+setUpPad();
+setUpPhoto();
+setUpCamera();
+loadInfo();

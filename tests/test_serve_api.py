@@ -1,0 +1,334 @@
+"""`mnist-edge serve` over real HTTP: a real server process on a free loopback port, every route and
+every error path, the start-up gate, and `predict` staying free of everything `serve` loads."""
+
+import http.client
+import io
+import json
+import re
+import socket
+import uuid
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from serve_process import ServeProcess, make_bundle
+
+TOKEN = "s3cret-token-for-tests"
+BODY_LIMIT = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def bundle(untrained_export, tmp_path_factory):
+    return make_bundle(untrained_export, tmp_path_factory.mktemp("serve-bundle"))
+
+
+@pytest.fixture(scope="module")
+def digit_files(untrained_export, tmp_path_factory):
+    """Five MNIST test digits as PNG photos (dark on light, enlarged), one JPEG, and bad files."""
+    from PIL import Image
+
+    directory = tmp_path_factory.mktemp("serve-files")
+    with np.load(untrained_export / "test_set.npz") as archive:
+        digits = archive["x_test"][:6]
+    files = {}
+    for index, digit in enumerate(digits):
+        suffix = ".jpg" if index == 5 else ".png"
+        path = directory / f"digit{index}{suffix}"
+        Image.fromarray(255 - digit).resize((140, 140)).save(path)
+        files[path.name] = path
+    (directory / "notes.png").write_text("not an image at all\n")
+    (directory / "truncated.png").write_bytes(files["digit0.png"].read_bytes()[:200])
+    files.update({"notes.png": directory / "notes.png", "truncated.png": directory / "truncated.png"})
+    return files
+
+
+@pytest.fixture(scope="module")
+def server(bundle, tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("token") / "token"
+    token_file.write_text(TOKEN + "\n")
+    with ServeProcess(bundle, "--token-file", str(token_file), "--max-body-bytes", str(BODY_LIMIT),
+                      "--tolerance", "100", "--workers", "2") as process:
+        yield process
+        assert "Traceback" not in process.log_text()
+
+
+def call(server, method, path, body=None, headers=None, token=TOKEN):
+    """One request on a fresh connection; return (status, headers dict, body bytes)."""
+    headers = dict(headers or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, {key.lower(): value for key, value in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def error_of(body):
+    document = json.loads(body)
+    assert set(document) == {"error"} and "\n" not in document["error"]
+    return document["error"]
+
+
+def multipart(field, filename, data):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def cli_labels(bundle, paths):
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), *map(str, paths), "--json")
+    assert result.returncode == 0, result.stderr
+    return {entry["file"]: entry["label"] for entry in json.loads(result.stdout)["predictions"]}
+
+
+def test_the_page_and_its_files_are_served_with_a_content_security_policy(server):
+    status, headers, body = call(server, "GET", "/", token=None)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    page = body.decode()
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="app.js" defer>']  # no inline script
+    assert 'accept="image/*"' in page and "capture" in page and "https://" not in page
+    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, headers, body = call(server, "GET", path, token=None)
+        assert status == 200 and headers["content-type"].startswith(kind) and len(body) > 500
+
+
+def test_api_calls_need_the_token_and_probes_do_not(server):
+    for token in (None, "wrong-token"):
+        status, headers, body = call(server, "GET", "/api/info", token=token)
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+        assert "Authorization: Bearer" in error_of(body)
+        status, _, _ = call(server, "POST", "/api/predict", body=b"x", headers={"Content-Type": "image/png"}, token=token)
+        assert status == 401
+    assert call(server, "GET", "/healthz", token=None)[0] == 200
+    assert json.loads(call(server, "GET", "/readyz", token=None)[2]) == {"ready": True}
+    assert call(server, "GET", "/metrics", token=None)[0] == 200
+
+
+def test_info_describes_the_model_and_the_self_check(server, bundle):
+    status, _, body = call(server, "GET", "/api/info")
+    assert status == 200
+    info = json.loads(body)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert info["model"] == "model_int8.tflite" and info["backend"] == "litert"
+    assert info["sha256"] == manifest["files"]["model_int8.tflite"]["sha256"]
+    assert info["input_shape"] == [28, 28, 1] and info["class_names"] == manifest["classes"]
+    assert info["accuracy_at_export"] == manifest["files"]["model_int8.tflite"]["test_accuracy"]
+    check = info["self_check"]
+    assert check["images"] == 500 and check["passed"] is True and info["ready"] is True
+    # The whole bundled test set was used, so the figure is the one the export recorded, as in eval.
+    assert check["accuracy"] == manifest["files"]["model_int8.tflite"]["test_accuracy"]
+    assert info["token_required"] is True and info["max_body_bytes"] == BODY_LIMIT
+
+
+def test_uploads_get_the_same_labels_as_the_cli(server, bundle, digit_files):
+    names = [name for name in digit_files if name.startswith("digit")]
+    expected = cli_labels(bundle, [digit_files[name] for name in names])
+    for name in names:
+        data = digit_files[name].read_bytes()
+        kind = "image/jpeg" if name.endswith(".jpg") else "image/png"
+        status, headers, body = call(server, "POST", "/api/predict", body=data, headers={"Content-Type": kind})
+        assert status == 200 and headers["content-type"] == "application/json", body
+        answer = json.loads(body)
+        (prediction,) = answer["predictions"]
+        assert prediction["label"] == expected[str(digit_files[name])]
+        assert prediction["class_name"] == str(prediction["label"])
+        assert [entry["label"] for entry in prediction["top_k"]][0] == prediction["label"] and len(prediction["top_k"]) == 3
+        assert np.asarray(prediction["input"]).shape == (28, 28) and answer["timing_ms"]["total"] > 0
+        status, _, body = call(server, "POST", "/api/predict?top_k=5", *multipart("file", name, data))
+        assert status == 200
+        (prediction,) = json.loads(body)["predictions"]
+        assert prediction["name"] == name and prediction["label"] == expected[str(digit_files[name])]
+        assert len(prediction["top_k"]) == 5
+
+
+def test_json_pixels_one_image_or_a_batch_match_the_classifier(server, bundle):
+    from edge_runtime import Classifier
+
+    with np.load(bundle / "test_set.npz") as archive:
+        digits = archive["x_test"][:4]
+    expected = Classifier.load(bundle / "model_int8.tflite").predict(digits).labels.tolist()
+    status, _, body = call(server, "POST", "/api/predict", body=json.dumps({"pixels": digits[0].tolist()}),
+                           headers={"Content-Type": "application/json"})
+    assert status == 200 and [p["label"] for p in json.loads(body)["predictions"]] == expected[:1]
+    floats = (digits / 255.0).tolist()
+    status, _, body = call(server, "POST", "/api/predict", body=json.dumps({"pixels": floats}),
+                           headers={"Content-Type": "application/json"})
+    predictions = json.loads(body)["predictions"]
+    assert status == 200 and [p["label"] for p in predictions] == expected
+    assert predictions[0]["input"] == digits[0].tolist()  # the model saw the pixels as sent
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("PUT", "/api/predict", 405), ("GET", "/api/predict", 405), ("DELETE", "/api/info", 405),
+    ("POST", "/healthz", 405), ("GET", "/no/such/page", 404), ("POST", "/", 405),
+])
+def test_wrong_methods_and_paths(server, method, path, status):
+    got, headers, body = call(server, method, path)
+    assert got == status
+    if status == 405:
+        assert headers["allow"]
+    assert error_of(body)
+
+
+def test_bad_uploads_get_the_clis_one_line_message(server, bundle, digit_files):
+    for name in ("notes.png", "truncated.png"):
+        cli = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), str(digit_files[name]))
+        assert cli.returncode == 1
+        cli_message = cli.stderr.strip().splitlines()[-1]
+        status, _, body = call(server, "POST", "/api/predict", *multipart("file", name, digit_files[name].read_bytes()))
+        assert status == 400
+        # The same line, naming the upload instead of the path.
+        assert cli_message == f"error: {digit_files[name]}{error_of(body)[len(name):]}"
+
+
+@pytest.mark.parametrize("body, content_type, status, message", [
+    (b"", "image/png", 400, "empty request body"),
+    (b"GIF89a-but-not-really", "image/gif", 400, "not an image"),
+    (b"{not json", "application/json", 400, "not valid JSON"),
+    (b'{"image": []}', "application/json", 400, "pixels"),
+    (b'{"pixels": [[1, 2], [3, 4]]}', "application/json", 400, "expected shape"),
+    (json.dumps({"pixels": np.full((28, 28), 300).tolist()}).encode(), "application/json", 400, "0..255"),
+    (json.dumps({"pixels": np.full((28, 28), 1.5).tolist()}).encode(), "application/json", 400, "[0, 1]"),
+    (json.dumps({"pixels": [["a"] * 28] * 28}).encode(), "application/json", 400, "numbers"),
+    (json.dumps({"pixels": [[0] * 28] * 27 + [[0] * 5]}).encode(), "application/json", 400, "rectangular"),
+    (json.dumps({"pixels": np.zeros((257, 28, 28), np.uint8).tolist()}).encode(), "application/json", 400, "batch of 257"),
+    (b"hello", "text/plain", 415, "unsupported Content-Type"),
+    (b"--x\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nhi\r\n--x--\r\n",
+     "multipart/form-data; boundary=x", 400, "no field 'file'"),
+    (b"whatever", "multipart/form-data", 400, "without a boundary"),
+])
+def test_bad_bodies_get_a_4xx_with_one_line(server, body, content_type, status, message):
+    got, _, reply = call(server, "POST", "/api/predict", body=body, headers={"Content-Type": content_type})
+    assert got == status and message in error_of(reply)
+
+
+def test_a_huge_image_is_refused_from_its_header(server):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 6000), 255).save(buffer, format="PNG")  # 72 megapixels, a small file
+    status, _, body = call(server, "POST", "/api/predict", body=buffer.getvalue(), headers={"Content-Type": "image/png"})
+    assert status == 400 and "megapixels" in error_of(body)
+
+
+@pytest.mark.parametrize("query, message", [("top_k=0", "1..10"), ("top_k=eleven", "whole number"), ("top_k=11", "1..10")])
+def test_bad_top_k(server, query, message):
+    status, _, body = call(server, "POST", f"/api/predict?{query}", body=b"x", headers={"Content-Type": "image/png"})
+    assert status == 400 and message in error_of(body)
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_sent(server):
+    # Only the headers go out, announcing a gigabyte: the answer must come without the body.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 1000000000\r\n\r\n")
+        reply = connection.recv(65536).decode()
+    head, _, body = reply.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413") and "Content-Security-Policy" in head
+    assert error_of(body) == f"request body is over the {BODY_LIMIT:,}-byte limit"
+    status, _, body = call(server, "POST", "/api/predict", body=b"\0" * (BODY_LIMIT + 1), headers={"Content-Type": "image/png"})
+    assert status == 413
+
+
+def test_malformed_http_gets_a_json_400_and_the_server_lives_on(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: banana\r\n\r\n")
+        reply = connection.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 400") and "error" in json.loads(reply.partition("\r\n\r\n")[2])
+    assert call(server, "GET", "/healthz")[0] == 200
+
+
+def test_head_answers_without_a_body(server):
+    status, headers, body = call(server, "HEAD", "/healthz")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+
+
+def test_metrics_count_requests_predictions_and_carry_the_self_check(server, bundle, digit_files):
+    call(server, "POST", "/api/predict", body=digit_files["digit0.png"].read_bytes(), headers={"Content-Type": "image/png"})
+    call(server, "POST", "/api/predict", body=b"nope", headers={"Content-Type": "image/png"})
+    status, headers, body = call(server, "GET", "/metrics", token=None)
+    text = body.decode()
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    sha = json.loads((bundle / "manifest.json").read_text())["files"]["model_int8.tflite"]["sha256"]
+    assert f'mnist_edge_model_info{{backend="litert",model="model_int8.tflite",sha256="{sha}"}} 1.0' in text
+
+    def value(pattern):
+        match = re.search(pattern, text, flags=re.MULTILINE)
+        assert match, pattern
+        return float(match.group(1))
+
+    assert value(r'^mnist_edge_http_requests_total\{route="/api/predict",status="200"\} (\S+)') >= 1
+    assert value(r'^mnist_edge_http_requests_total\{route="/api/predict",status="400"\} (\S+)') >= 1
+    assert value(r'^mnist_edge_http_requests_total\{route="/api/predict",status="413"\} (\S+)') >= 1
+    assert value(r'^mnist_edge_http_requests_total\{route="other",status="404"\} (\S+)') >= 1
+    assert value(r'^mnist_edge_http_request_duration_seconds_count\{route="/api/predict"\} (\S+)') >= 2
+    assert sum(float(x) for x in re.findall(r'^mnist_edge_predictions_total\{class_name="\d"\} (\S+)', text, re.MULTILINE)) >= 1
+    assert value(r'^mnist_edge_self_check_images\{[^}]*\} (\S+)') == 500
+    assert value(r'^mnist_edge_self_check_passed\{[^}]*\} (\S+)') == 1
+    assert 0 <= value(r'^mnist_edge_self_check_accuracy\{[^}]*\} (\S+)') <= 1
+    assert value(r"^process_resident_memory_bytes (\S+)") > 0
+
+
+def test_a_failed_self_check_exits_3_before_the_port_opens(bundle, tmp_path):
+    tampered = make_bundle(bundle, tmp_path / "tampered")
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["source_model"]["test_accuracy"] = 0.999  # the float model was far better, says the manifest
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    # The untrained export recorded a tolerance of 100 points; the device holds it to 0.5 here.
+    result = run_cli("-m", "edge_runtime", "serve", str(tampered), "--port", "0", "--tolerance", "0.5", timeout=120)
+    assert result.returncode == 3
+    assert re.search(r"^FAILED: model_int8.tflite: accuracy \S+% is \S+ points below the float model's 99.90% "
+                     r"\(tolerance 0.50\)$", result.stderr, flags=re.MULTILINE), result.stderr
+    assert "ready on" not in result.stderr
+
+    with ServeProcess(tampered, "--allow-failed-self-check", "--tolerance", "0.5") as process:
+        status, _, body = call(process, "GET", "/readyz", token=None)
+        assert status == 503 and "below the float model's 99.90%" in json.loads(body)["reason"]
+        info = json.loads(call(process, "GET", "/api/info", token=None)[2])
+        assert info["self_check"]["passed"] is False and info["ready"] is False
+
+
+def test_a_partial_self_check_compares_with_the_float_model_on_the_same_images(bundle):
+    with ServeProcess(bundle, "--self-check-images", "100", "--tolerance", "100") as process:
+        check = json.loads(call(process, "GET", "/api/info", token=None)[2])["self_check"]
+        assert check["images"] == 100 and "model_f32.tflite run here on the same 100 images" == check["float_accuracy_source"]
+        assert any(re.search(r"self-check passed: .* on 100 test images", line) for line in process.log)
+        assert any(re.search(r"ready on http://127.0.0.1:\d+/ in \d+\.\d+ s", line) for line in process.log)
+    with ServeProcess(bundle, "--self-check-images", "0") as process:
+        assert call(process, "GET", "/readyz", token=None)[0] == 503
+        assert call(process, "GET", "/healthz", token=None)[0] == 200
+
+
+def test_listening_beyond_loopback_without_a_token_warns_once(bundle):
+    with ServeProcess(bundle, "--host", "0.0.0.0", "--self-check-images", "0") as process:
+        warnings = [line for line in process.log if "warning" in line]
+    assert len(warnings) == 1 and "without --token-file" in warnings[0]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["/no/such/bundle"], "/no/such/bundle: no such bundle directory"),
+    (["{bundle}", "--model", "model_nope.tflite"], "model_nope.tflite: no such model file"),
+    (["{bundle}", "--token-file", "/no/such/token"], "/no/such/token: cannot read the token file"),
+    (["{bundle}", "--port", "70000"], "--port must be 0..65535"),
+    (["{bundle}", "--workers", "0"], "--workers must be at least 1"),
+])
+def test_bad_serve_arguments_fail_in_one_line(bundle, arguments, message):
+    result = run_cli("-m", "edge_runtime", "serve", *[a.format(bundle=bundle) for a in arguments], timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_predict_loads_nothing_of_serve(bundle, digit_files):
+    program = ("import sys\nfrom edge_runtime import cli\nstatus = cli.main(sys.argv[1:])\n"
+               "print(sorted(m for m in sys.modules if m.startswith(('waitress', 'prometheus_client', 'edge_runtime.serve'))))\n"
+               "sys.exit(status)")
+    result = run_cli("-c", program, "predict", str(bundle / "model_int8.tflite"), str(digit_files["digit0.png"]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
