@@ -189,8 +189,10 @@ def run_eval(arguments):
     images, labels = evaluation.load_test_set(arguments.test_set or directory / evaluation.TEST_SET_NAME)
     float_labels = None
     float_model = directory / evaluation.FLOAT_REFERENCE_NAME
-    can_run_tflite = set(backends.TFLITE_INTERPRETERS) & set(backends.available_backends())
-    if float_model.is_file() and float_model not in model_paths and can_run_tflite:
+    can_run_float_tflite = (set(backends.TFLITE_INTERPRETERS) - set(backends.INT8_ONLY_BACKENDS)) & set(backends.available_backends())
+    if float_model.is_file() and float_model not in model_paths and not can_run_float_tflite:
+        print(f"note: no agreement with {float_model.name}: no installed interpreter runs float models", file=sys.stderr)
+    if float_model.is_file() and float_model not in model_paths and can_run_float_tflite:
         reference = evaluation.evaluate(float_model, images, labels, threads=arguments.threads,
                                         check_integrity=not arguments.skip_integrity_check,
                                         progress=Progress(float_model.name, len(labels)))

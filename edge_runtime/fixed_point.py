@@ -132,11 +132,12 @@ def requantize_to_int8(accumulator, multiplier, shift, output_zero_point, activa
         result += 1 << 30
         result >>= 31
         right_shift = -shift
-        if np.any(right_shift):
-            shifting = right_shift > 0
-            result -= (result < 0) & shifting
-            result += np.where(shifting, np.int64(1) << np.maximum(right_shift - 1, 0), 0)
+        if np.all(right_shift > 0):
+            result += result >> 63  # −1 where negative: halves then round away from zero
+            result += np.int64(1) << (right_shift - 1)
             result >>= right_shift
+        elif np.any(right_shift):
+            result = rounding_divide_by_power_of_two(result, right_shift)
     result += output_zero_point
     np.clip(result, activation_min, activation_max, out=result)
     return result.astype(np.int8)
