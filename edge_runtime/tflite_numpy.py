@@ -127,7 +127,7 @@ class Interpreter:
                 kernels.append(kernel_class(operator, model.tensors, self.arithmetic))
             except int8_kernels.UnsupportedModel as error:
                 raise self.refuse(f"operator {operator.index}: {error}") from None
-            except (ValueError, IndexError, TypeError, AttributeError) as error:
+            except (ValueError, LookupError, TypeError, AttributeError, ArithmeticError) as error:
                 raise errors.ModelFileError(f"{self.path}: corrupt or unsupported TFLite model: operator "
                                             f"{operator.index} ({operator.name}): {error}") from None
         # A float model whose every op has a kernel still has float tensors flowing between them.
@@ -201,7 +201,7 @@ class Interpreter:
                 out = kernel.shapes(input_shapes, values)
             except int8_kernels.UnsupportedModel as error:
                 raise self.refuse(f"operator {operator.index}: {error}") from None
-            except (ValueError, KeyError, IndexError, TypeError) as error:
+            except (ValueError, LookupError, TypeError, ArithmeticError) as error:
                 raise ValueError(f"cannot allocate tensors: operator {operator.index} ({operator.name}): {error}") from None
             self.output_shapes.append([tuple(int(size) for size in shape) for shape in out])
             for index, shape in zip(operator.outputs, self.output_shapes[-1]):
