@@ -5,7 +5,9 @@
 Reports ratios, because absolute figures on a shared machine move from run to run; each pair is
 measured interleaved so that both sides see the same machine. Targets (issue #3): throughput
 >= 0.9x the bare interpreter at the same batch size; cold start and peak RSS <= 1.25x the bare
-interpreter's. Exits non-zero when a target is missed.
+interpreter's. The numpy engine (issue #11), fed the same int8 batches: throughput >= 1x LiteRT's
+reference kernels (its bit-exact twin), reported against LiteRT's default kernels (aim: 0.1x);
+cold start and peak RSS <= 1.0x bare LiteRT's. Exits non-zero when a target is missed.
 """
 
 import argparse
@@ -16,17 +18,23 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# One core means one BLAS thread: OpenBLAS would otherwise start a thread per CPU before the
+# affinity below is set, and the extra threads would only contend for the one core.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from edge_runtime import atomic_files, classifier, errors, evaluation, manifest, preprocessing  # noqa: E402
 
-# Three programs that each go from process start to one prediction, then print their peak RSS (KiB).
+# Programs that each go from process start to one prediction, then print their peak RSS (KiB).
 COLD_START_COMMANDS = {
     "edge_runtime": lambda tflite, keras: ["-m", "edge_runtime.cold_start", str(tflite), "", "1"],
-    "bare LiteRT": lambda tflite, keras: [str(REPO_ROOT / "benchmarks" / "bare_litert_cold_start.py"), str(tflite)],
+    "bare LiteRT": lambda tflite, keras: [str(REPO_ROOT / "benchmarks" / "bare_interpreter_cold_start.py"), str(tflite)],
+    "numpy engine": lambda tflite, keras: [str(REPO_ROOT / "benchmarks" / "bare_interpreter_cold_start.py"), str(tflite),
+                                           "numpy"],
     "Keras": lambda tflite, keras: ["-m", "compare.keras_cold_start", str(keras)],
 }
 
@@ -48,11 +56,25 @@ def cold_start(command, tflite_path, keras_path):
     return elapsed, int(child.stdout.split()[-1]) / 1024.0
 
 
-def bare_throughput(path, quantized_batches):
-    """Images per second of a plain LiteRT loop fed already-quantized int8 batches."""
-    from ai_edge_litert.interpreter import Interpreter
+def litert_interpreter(path, kernels="default"):
+    """LiteRT with its default (XNNPACK/optimized) or its reference kernels."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    if kernels == "reference":
+        return Interpreter(model_path=str(path), num_threads=1,
+                           experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    return Interpreter(model_path=str(path), num_threads=1)
+
+
+def numpy_engine(path):
+    from edge_runtime.tflite_numpy import Interpreter
+
+    return Interpreter(model_path=str(path), num_threads=1)
+
+
+def bare_throughput(path, quantized_batches, make_interpreter=litert_interpreter):
+    """Images per second of a plain interpreter loop fed already-quantized int8 batches."""
+    interpreter = make_interpreter(path)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     interpreter.resize_tensor_input(input_index, list(quantized_batches[0].shape))
@@ -103,10 +125,12 @@ def main(argv=None):
                                              model.input.scale, model.input.zero_point, model.input.dtype)
     batches = [quantized_input[start:start + arguments.batch_size]
                for start in range(0, len(quantized_input), arguments.batch_size)]
-    ours, bare = [], []
+    ours, bare, engine, reference = [], [], [], []
     for _ in range(arguments.repeats):
         bare.append(bare_throughput(tflite_path, batches))
         ours.append(our_throughput(model, images, arguments.batch_size))
+        engine.append(bare_throughput(tflite_path, batches, numpy_engine))
+        reference.append(bare_throughput(tflite_path, batches, lambda path: litert_interpreter(path, "reference")))
 
     cold = {name: [] for name in COLD_START_COMMANDS}
     for _ in range(arguments.repeats):
@@ -118,7 +142,9 @@ def main(argv=None):
         "images": int(len(images)),
         "batch_size": arguments.batch_size,
         "repeats": arguments.repeats,
-        "throughput_images_per_s": {"edge_runtime": float(np.median(ours)), "bare LiteRT": float(np.median(bare))},
+        "throughput_images_per_s": {"edge_runtime": float(np.median(ours)), "bare LiteRT": float(np.median(bare)),
+                                    "numpy engine": float(np.median(engine)),
+                                    "LiteRT reference kernels": float(np.median(reference))},
         "cold_start_s": {name: float(np.median([s for s, _ in runs])) for name, runs in cold.items()},
         "peak_rss_mib": {name: float(np.median([r for _, r in runs])) for name, runs in cold.items()},
     }
@@ -128,22 +154,32 @@ def main(argv=None):
         "peak RSS (ours / bare, <= 1.25)": result["peak_rss_mib"]["edge_runtime"] / result["peak_rss_mib"]["bare LiteRT"],
         "cold start (Keras / ours)": result["cold_start_s"]["Keras"] / result["cold_start_s"]["edge_runtime"],
         "peak RSS (Keras / ours)": result["peak_rss_mib"]["Keras"] / result["peak_rss_mib"]["edge_runtime"],
+        "numpy engine throughput (/ LiteRT reference kernels, >= 1.00)":
+            result["throughput_images_per_s"]["numpy engine"] / result["throughput_images_per_s"]["LiteRT reference kernels"],
+        "numpy engine throughput (/ LiteRT default kernels, aim 0.10)":
+            result["throughput_images_per_s"]["numpy engine"] / result["throughput_images_per_s"]["bare LiteRT"],
+        "numpy engine cold start (/ bare LiteRT, <= 1.00)": result["cold_start_s"]["numpy engine"] / result["cold_start_s"]["bare LiteRT"],
+        "numpy engine peak RSS (/ bare LiteRT, <= 1.00)": result["peak_rss_mib"]["numpy engine"] / result["peak_rss_mib"]["bare LiteRT"],
     }
     result["ratios"] = ratios
     targets_met = (ratios["throughput (ours / bare, >= 0.90)"] >= 0.90
                    and ratios["cold start (ours / bare, <= 1.25)"] <= 1.25
-                   and ratios["peak RSS (ours / bare, <= 1.25)"] <= 1.25)
+                   and ratios["peak RSS (ours / bare, <= 1.25)"] <= 1.25
+                   and ratios["numpy engine throughput (/ LiteRT reference kernels, >= 1.00)"] >= 1.0
+                   and ratios["numpy engine cold start (/ bare LiteRT, <= 1.00)"] <= 1.0
+                   and ratios["numpy engine peak RSS (/ bare LiteRT, <= 1.00)"] <= 1.0)
     result["targets_met"] = targets_met
 
     print(f"one core, int8 TFLite, {len(images)} images, batch {arguments.batch_size}, median of {arguments.repeats}\n")
-    print("| | edge_runtime | bare LiteRT | Keras |\n|---|---:|---:|---:|")
-    print(f"| throughput, images/s | {result['throughput_images_per_s']['edge_runtime']:,.0f} | "
-          f"{result['throughput_images_per_s']['bare LiteRT']:,.0f} | — |")
+    throughput = result["throughput_images_per_s"]
+    print("| | edge_runtime | bare LiteRT | numpy engine | Keras |\n|---|---:|---:|---:|---:|")
+    print(f"| throughput, images/s | {throughput['edge_runtime']:,.0f} | {throughput['bare LiteRT']:,.0f} "
+          f"(reference kernels: {throughput['LiteRT reference kernels']:,.0f}) | {throughput['numpy engine']:,.0f} | — |")
     print("| cold start to first prediction, s | " + " | ".join(f"{result['cold_start_s'][n]:.3f}" for n in COLD_START_COMMANDS) + " |")
     print("| peak RSS, MiB | " + " | ".join(f"{result['peak_rss_mib'][n]:.1f}" for n in COLD_START_COMMANDS) + " |")
     print()
     for name, value in ratios.items():
-        print(f"{name:<38} {value:6.2f}x")
+        print(f"{name:<62} {value:6.2f}x")
     print("\ntargets met" if targets_met else "\nTARGETS MISSED")
     output = arguments.output or arguments.artifacts / "benchmarks" / "runtime.json"
     atomic_files.write_text_atomically(output, json.dumps(result, indent=2) + "\n")

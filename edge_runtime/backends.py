@@ -14,13 +14,16 @@ import numpy as np
 
 from edge_runtime import errors
 
-# Tried in this order for .tflite files. TensorFlow comes last: it works, but costs ~600 MB of
-# memory and seconds of start-up, which is what this runtime exists to avoid.
+# Tried in this order for .tflite files. TensorFlow comes late: it works, but costs ~600 MB of
+# memory and seconds of start-up, which is what this runtime exists to avoid. The numpy engine
+# (int8 models only) is the fallback where no interpreter installs, e.g. ARMv6 and 32-bit Pis.
 TFLITE_INTERPRETERS = {
     "litert": ("ai_edge_litert.interpreter", "mnist-edge[edge]"),
     "tflite-runtime": ("tflite_runtime.interpreter", "mnist-edge[tflite-runtime]"),
     "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
+    "numpy": ("edge_runtime.tflite_numpy", "mnist-edge"),
 }
+INT8_ONLY_BACKENDS = ("numpy",)
 ONNX_RUNTIMES = {"onnxruntime": ("onnxruntime", "mnist-edge[onnx]")}
 BACKEND_NAMES = (*TFLITE_INTERPRETERS, *ONNX_RUNTIMES)
 TFLITE_IDENTIFIER = b"TFL3"

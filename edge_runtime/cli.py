@@ -217,8 +217,12 @@ class Bundle:
         if not self.models:
             raise errors.BackendUnavailableError(
                 f"{target}: no installed interpreter runs its models; 'pip install mnist-edge[edge]'")
-        if self.reference is not None and not installed & set(backends.interpreters_for(self.reference)):
-            self.notes.append(f"note: no float reference run: no interpreter for {self.reference.name}")
+        # The numpy engine runs int8 models only: a float reference needs a real interpreter.
+        self.reference_backends = () if self.reference is None else tuple(
+            name for name in backends.interpreters_for(self.reference)
+            if name in installed and name not in backends.INT8_ONLY_BACKENDS)
+        if self.reference is not None and not self.reference_backends:
+            self.notes.append(f"note: no agreement with {self.reference.name}: no installed interpreter runs float models")
             self.reference = None
 
 
@@ -256,8 +260,9 @@ def run_eval(arguments):
         from edge_runtime.classifier import Classifier
 
         # The forced backend runs the reference too when it can (a like-for-like device check).
-        forced = arguments.backend if arguments.backend in backends.interpreters_for(bundle.reference) else None
-        reference_model = Classifier.load(bundle.reference, backend=forced, threads=arguments.threads,
+        forced = arguments.backend if arguments.backend in bundle.reference_backends else None
+        reference_model = Classifier.load(bundle.reference, backend=forced or bundle.reference_backends[0],
+                                          threads=arguments.threads,
                                           check_integrity=not arguments.skip_integrity_check)
         float_labels = evaluation.evaluate(reference_model, images, labels, document,
                                            progress=Progress(bundle.reference.name, len(labels))).labels
