@@ -4,6 +4,8 @@ Used by benchmarks/bench_serve.py (requests/s, latency, time to ready) and the t
 no 5xx, no dropped connection, right answers). Standard library only.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import http.client
 import os
