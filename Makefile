@@ -49,9 +49,11 @@ bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/*.py edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
 
-# Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings).
+# Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings);
+# then `serve` on one core against in-process predict, its time to ready and its memory.
 bench: $(ARTIFACTS)/manifest.json
 	$(PYTHON) benchmarks/bench_runtime.py --artifacts $(ARTIFACTS)
+	$(PYTHON) benchmarks/bench_serve.py --artifacts $(ARTIFACTS)
 
 # The bundle installed and run on an emulated Raspberry Pi 4 and 5 (arm64 rootfs, qemu-user; needs
 # root, installs debootstrap and qemu 10 itself, caches the rootfs in /var/cache/mnist-edge), compared with x86.

@@ -1,13 +1,24 @@
-"""A small HTTP load generator for `mnist-edge serve`: N clients, each on its own keep-alive connection.
+"""Load for `mnist-edge serve`: a real server process on a free port, and N clients on keep-alive connections.
 
-Used by benchmarks/bench_serve.py (requests/s, latency) and tests/test_serve_load.py (no 5xx, no
-dropped connection, right answers). Standard library only, so it runs wherever the server does.
+Used by benchmarks/bench_serve.py (requests/s, latency, time to ready) and the tests (every route,
+no 5xx, no dropped connection, right answers). Standard library only.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import http.client
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+READY = re.compile(r"ready on http://([^/]+):(\d+)/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +92,81 @@ def run(host, port, requests, clients, timeout=30.0, on_response=None):
     for thread in threads:
         thread.join()
     return results
+
+
+class ServeProcess:
+    """`python -m edge_runtime serve BUNDLE --port 0 ...` in a subprocess; a context manager.
+
+    Attributes once started: `url` (http://127.0.0.1:PORT), `port`, `pid`, `ready_seconds` (from
+    process start to the "ready on" line); `log` holds every line the server wrote to stderr so far.
+    """
+
+    def __init__(self, bundle, *flags, startup_timeout=180.0, cpus=None):
+        self.command = [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", "0", *flags]
+        if cpus is not None:
+            self.command = ["taskset", "-c", cpus, *self.command]
+        self.startup_timeout = startup_timeout
+        self.log = []
+        self.process = None
+        self.port = None
+
+    def start(self):
+        environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        launched = time.perf_counter()
+        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=environment, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
+
+        def read_log():
+            for line in self.process.stderr:
+                self.log.append(line.rstrip("\n"))
+                match = READY.search(line)
+                if match and self.port is None:
+                    self.ready_seconds = time.perf_counter() - launched
+                    self.port = int(match.group(2))
+                    ready.set()
+            ready.set()  # the process ended
+
+        threading.Thread(target=read_log, daemon=True).start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not ready.wait(0.1):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"serve did not become ready in {self.startup_timeout} s:\n" + self.log_text())
+        if self.port is None:
+            self.process.wait(10)
+            raise RuntimeError(f"serve exited with status {self.process.returncode}:\n" + self.log_text())
+        return self
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def rss_kib(self, field="VmRSS"):
+        """The server's resident memory now (or `field="VmHWM"`: its peak so far), in KiB, from /proc."""
+        with open(f"/proc/{self.pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith(f"{field}:"))
+
+    def log_text(self):
+        return "\n".join(self.log)
+
+    def stop(self):
+        """SIGTERM, as systemd stops it; return the exit status."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()

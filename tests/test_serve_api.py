@@ -73,6 +73,14 @@ def error_of(body):
     return document["error"]
 
 
+def read_until_closed(connection):
+    """Everything the server sends on a raw socket until it closes the connection (it does after refusing)."""
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def multipart(field, filename, data):
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
@@ -224,23 +232,27 @@ def test_bad_top_k(server, query, message):
     assert status == 400 and message in error_of(body)
 
 
-def test_a_body_over_the_limit_gets_413_before_it_is_sent(server):
-    # Only the headers go out, announcing a gigabyte: the answer must come without the body.
+@pytest.mark.parametrize("length", [1_000_000_000, BODY_LIMIT + 1])
+def test_a_body_over_the_limit_gets_413_before_it_is_sent(server, length):
+    # Only the headers go out, announcing the body: the answer must come without it.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
         connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                           b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: 1000000000\r\n\r\n")
-        reply = connection.recv(65536).decode()
+                           b"Authorization: Bearer " + TOKEN.encode() + f"\r\nContent-Length: {length}\r\n\r\n".encode())
+        reply = read_until_closed(connection)
     head, _, body = reply.partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 413") and "Content-Security-Policy" in head
     assert error_of(body) == f"request body is over the {BODY_LIMIT:,}-byte limit"
-    status, _, body = call(server, "POST", "/api/predict", body=b"\0" * (BODY_LIMIT + 1), headers={"Content-Type": "image/png"})
-    assert status == 413
+
+
+def test_a_body_of_exactly_the_limit_is_read(server):
+    status, _, body = call(server, "POST", "/api/predict", body=b"\0" * BODY_LIMIT, headers={"Content-Type": "image/png"})
+    assert status == 400 and "not an image" in error_of(body)
 
 
 def test_malformed_http_gets_a_json_400_and_the_server_lives_on(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
         connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: banana\r\n\r\n")
-        reply = connection.recv(65536).decode()
+        reply = read_until_closed(connection)
     assert reply.startswith("HTTP/1.1 400") and "error" in json.loads(reply.partition("\r\n\r\n")[2])
     assert call(server, "GET", "/healthz")[0] == 200
 

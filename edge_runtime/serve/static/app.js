@@ -85,7 +85,9 @@ async function classify(body, headers, source) {
 function showAnswer(answer, roundTripMs) {
   const prediction = answer.predictions[0];
   const result = byId("answer");
-  result.textContent = `${prediction.class_name}  (${(100 * prediction.probability).toFixed(1)}%)`;
+  const probability = document.createElement("small");
+  probability.textContent = `${(100 * prediction.probability).toFixed(1)}% sure`;
+  result.replaceChildren(prediction.class_name, probability);
   result.dataset.label = prediction.label;
   result.dataset.className = prediction.class_name;
   const list = byId("top");

@@ -1,0 +1,183 @@
+"""The page of `mnist-edge serve` in a real browser: Debian's headless Chromium, driven by selenium.
+
+Ten MNIST test digits are drawn on the canvas stroke by stroke (their skeletons, half with a mouse,
+half with a finger), a photo goes through the file input and a frame through the (fake) camera;
+the page's answers must be right, and screenshots are saved for a person to look at.
+"""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import require
+from digit_photos import photo_of
+from digit_strokes import strokes
+from serve_process import ServeProcess, make_bundle
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+TOKEN = "browser-test-token"
+CELL = 10  # canvas pixels per MNIST pixel: the pad is 280×280
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(trained, mnist, tmp_path_factory):
+    return make_bundle(trained, tmp_path_factory.mktemp("browser-bundle"), mnist.x_test, mnist.y_test)
+
+
+@pytest.fixture(scope="module")
+def camera_video(mnist, tmp_path_factory):
+    """A y4m video (what Chromium's fake camera plays) of a photographed test digit; returns (path, label)."""
+    index = 21
+    picture = photo_of(mnist.x_test[index], np.random.default_rng(3), scale=6, canvas=(240, 320))
+    path = tmp_path_factory.mktemp("camera") / "digit.y4m"
+    height, width = picture.shape
+    chroma = np.full((height // 2) * (width // 2), 128, np.uint8).tobytes()
+    frame = b"FRAME\n" + picture.tobytes() + chroma + chroma  # grey: the picture is the luma plane
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode() + frame * 3)
+    return path, int(mnist.y_test[index])
+
+
+@pytest.fixture(scope="module")
+def browser(camera_video, tmp_path_factory):
+    require(os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER),
+            "needs Debian's chromium and chromium-driver (make system-deps)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1100,900",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-video-capture={camera_video[0]}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(browser, trained_bundle, tmp_path_factory):
+    """The page of a server that needs a token, after the token was typed in once."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    token_file = tmp_path_factory.mktemp("browser-token") / "token"
+    token_file.write_text(TOKEN)
+    with ServeProcess(trained_bundle, "--token-file", str(token_file), "--self-check-images", "1000") as server:
+        browser.get(server.url + "/")
+        form = browser.find_element(By.ID, "token-form")
+        WebDriverWait(browser, 20).until(lambda _: form.is_displayed())
+        browser.find_element(By.ID, "token-input").send_keys(TOKEN)
+        form.submit()
+        WebDriverWait(browser, 20).until(lambda _: "model_int8.tflite" in browser.find_element(By.ID, "model-line").text)
+        yield browser
+        assert "Traceback" not in server.log_text()
+
+
+def answer(driver):
+    """Wait for the page to finish its newest request; return the label it shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    status = driver.find_element(By.ID, "status")
+    WebDriverWait(driver, 30).until(lambda _: status.get_attribute("data-state") in ("done", "error"))
+    assert status.get_attribute("data-state") == "done", status.text
+    return int(driver.find_element(By.ID, "answer").get_attribute("data-label"))
+
+
+def draw(driver, digit, finger):
+    """Draw `digit`'s strokes on the pad: pointer down, along the stroke, up, as a hand would."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+
+    pad = driver.find_element(By.ID, "pad")
+    kind = interaction.POINTER_TOUCH if finger else interaction.POINTER_MOUSE
+    for stroke in strokes(digit):
+        actions = ActionBuilder(driver, mouse=PointerInput(kind, "finger" if finger else "mouse"), duration=10)
+        points = [(int((column + 0.5 - 14) * CELL), int((row + 0.5 - 14) * CELL)) for row, column in stroke]
+        actions.pointer_action.move_to(pad, *points[0]).pointer_down()
+        for x, y in points[1:]:
+            actions.pointer_action.move_to(pad, x, y)
+        actions.pointer_action.pointer_up()
+        actions.perform()
+
+
+def save_screenshot(driver, name):
+    """Save a screenshot into the test output directory (MNIST_EDGE_TEST_OUTPUT, default /tmp)."""
+    directory = pathlib.Path(os.environ.get("MNIST_EDGE_TEST_OUTPUT", "/tmp/mnist-edge-test-output"))
+    directory.mkdir(parents=True, exist_ok=True)
+    assert driver.save_screenshot(str(directory / name))
+    return directory / name
+
+
+def test_ten_digits_drawn_stroke_by_stroke_are_read_right(page, mnist):
+    from selenium.webdriver.common.by import By
+
+    indices = [int(np.flatnonzero(mnist.y_test == digit)[0]) for digit in range(10)]
+    shown = []
+    for count, index in enumerate(indices):
+        page.find_element(By.ID, "clear").click()
+        draw(page, mnist.x_test[index], finger=count % 2 == 1)
+        shown.append(answer(page))
+        seen = page.execute_script(
+            "const c = document.getElementById('seen').getContext('2d');"
+            "return Array.from(c.getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 === 0);")
+        assert max(seen) == 255 and len(seen) == 784  # the 28×28 input the model saw is drawn
+    truth = [int(mnist.y_test[index]) for index in indices]
+    print("drawn:", truth, "page says:", shown)
+    assert sum(a == b for a, b in zip(shown, truth)) >= 9, (truth, shown)
+    top = page.find_elements(By.CSS_SELECTOR, "#top li")
+    assert len(top) == 3 and "%" in top[0].text
+    assert "ms" in page.find_element(By.ID, "latency").text
+    save_screenshot(page, "serve-page-drawn.png")
+
+
+def test_a_photo_through_the_file_input(page, mnist, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    index = 12
+    path = tmp_path / "photo_of_a_digit.jpg"
+    Image.fromarray(photo_of(mnist.x_test[index], np.random.default_rng(0))).save(path, quality=85)
+    file_input = page.find_element(By.ID, "photo")
+    assert file_input.get_attribute("accept") == "image/*" and file_input.get_attribute("capture") is not None
+    file_input.send_keys(str(path))
+    assert answer(page) == int(mnist.y_test[index])
+    assert "photo_of_a_digit.jpg" in page.find_element(By.ID, "status").text
+
+
+def test_the_live_camera_on_localhost(page, camera_video):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    start = page.find_element(By.ID, "camera-start")
+    assert start.is_displayed()  # 127.0.0.1 is a secure context: the camera is offered
+    start.click()
+    capture = page.find_element(By.ID, "camera-capture")
+    WebDriverWait(page, 20).until(lambda _: capture.is_displayed()
+                                  and page.execute_script("return document.getElementById('video').videoWidth") > 0)
+    capture.click()
+    assert answer(page) == camera_video[1]
+
+
+def test_fits_a_phone_screen_without_console_errors(page):
+    page.set_window_size(390, 844)
+    overflow = page.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    pad_width = page.execute_script("return document.getElementById('pad').getBoundingClientRect().width")
+    save_screenshot(page, "serve-page-phone.png")
+    page.set_window_size(1100, 900)
+    assert overflow <= 0 and 200 <= pad_width <= 390
+    # The one expected: the first /api/info, answered 401, which made the page ask for the token.
+    errors = [entry for entry in page.get_log("browser")
+              if entry["level"] == "SEVERE" and "/api/info" not in entry["message"] and "401" not in entry["message"]]
+    assert not errors, json.dumps(errors, indent=1)
