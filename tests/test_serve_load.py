@@ -28,7 +28,7 @@ def load_files(untrained_export, tmp_path_factory):
 
     directory = tmp_path_factory.mktemp("load-files")
     bundle = make_bundle(untrained_export, directory / "bundle")
-    with np.load(untrained_export / "mnist_test.npz") as archive:
+    with np.load(untrained_export / "test_set.npz") as archive:
         digits = archive["x_test"][:20]
     paths = []
     for index, digit in enumerate(digits):
