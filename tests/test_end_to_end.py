@@ -86,7 +86,8 @@ def test_bundle_installs_alone_in_a_fresh_venv_and_reproduces_the_int8_accuracy(
     wheels = list(bundle.glob("mnist_edge-*.whl"))
     assert len(wheels) == 1
     assert sorted(path.name for path in bundle.iterdir() if path.suffix != ".whl") == [
-        "DEPLOY.md", "manifest.json", "model_f32.tflite", "model_int8.onnx", "model_int8.tflite", "test_set.npz"]
+        "DEPLOY.md", "manifest.json", "mnist-edge.service", "model_f32.tflite", "model_int8.onnx", "model_int8.tflite",
+        "test_set.npz"]
 
     venv = tmp_path / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
