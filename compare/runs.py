@@ -37,10 +37,14 @@ class Run:
         return f"{self.model} ({self.runtime})"
 
 
-def runtimes_for(path):
-    """The installed runtimes that can run the model file at `path`, in preference order."""
+def runtimes_for(path, precision):
+    """The installed runtimes that can run the model file at `path`, in preference order.
+
+    The numpy engine runs full-integer int8 models only, so float models skip it.
+    """
     installed = set(backends.available_backends())
-    return [name for name in backends.interpreters_for(path) if name in installed]
+    return [name for name in backends.interpreters_for(path)
+            if name in installed and not (precision != "int8" and name in backends.INT8_ONLY_BACKENDS)]
 
 
 def measure_speed(run_once, model_input, batch_size=256):
@@ -112,7 +116,7 @@ def all_runs(artifacts_dir, manifest, test_images, measure=True, progress=print)
         if entry.role not in manifest_module.MODEL_ROLES:
             continue
         path = artifacts_dir / name
-        for runtime in runtimes_for(path):
+        for runtime in runtimes_for(path, entry.precision):
             progress(f"  {name} ({runtime})")
             runs.append(runtime_run(path, runtime, entry.precision, test_images, measure))
     return runs

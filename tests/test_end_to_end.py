@@ -177,8 +177,14 @@ def test_compare_report_matches_an_independent_evaluation(trained, mnist, tmp_pa
     low, high = int8["change_ci_points"]
     assert low <= int8["change_points"] <= high
     assert saved["disagreements"]["count"] == int(np.sum(int8_labels != float_labels))
-    assert all(finding["images_with_different_outputs"] == 0
-               for finding in saved["consistency"] if finding["model"] == "model_int8.tflite")
+    # LiteRT and TensorFlow's tf.lite run the same default kernels: identical outputs. The numpy
+    # engine is bit-exact with the reference kernels, which round differently from the default ones
+    # on a few images (../shared/DESIGN.md): labels may differ there, on very few images.
+    for finding in saved["consistency"]:
+        if finding["model"] == "model_int8.tflite" and "numpy" not in finding["runtimes"]:
+            assert finding["images_with_different_outputs"] == 0, finding
+        elif finding["model"] == "model_int8.tflite":
+            assert finding["images_with_different_labels"] <= 10, finding
     for picture in ("confusion_matrices.png", "per_class_accuracy.png", "disagreements.png", "training_curves.png"):
         assert (tmp_path / "report" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
