@@ -92,6 +92,8 @@ def open_backend(path, backend=None, threads=None):
     file; BackendUnavailableError when no suitable interpreter is installed (naming the extra).
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise errors.ModelFileError(f"{path}: is a directory, not a model file (give the .tflite or .onnx file in it)")
     kind = model_format(path)
     check_model_file(path, kind)
     candidates = TFLITE_INTERPRETERS if kind == "tflite" else ONNX_RUNTIMES
@@ -114,11 +116,18 @@ def open_backend(path, backend=None, threads=None):
 
 
 def check_model_file(path, kind):
-    """Refuse a missing, empty or obviously wrong file before an interpreter sees it."""
-    if not path.is_file():
-        raise errors.ModelFileError(f"{path}: no such model file")
-    with open(path, "rb") as handle:
-        head = handle.read(8)
+    """Refuse a missing, unreadable, empty or obviously wrong file before an interpreter sees it."""
+    if path.is_dir():
+        raise errors.ModelFileError(f"{path}: is a directory, not a model file")
+    if path.exists() and not path.is_file():
+        raise errors.ModelFileError(f"{path}: not a regular file (a device, FIFO or socket), not a model")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except FileNotFoundError:
+        raise errors.ModelFileError(f"{path}: no such model file") from None
+    except OSError as error:
+        raise errors.ModelFileError(f"{path}: cannot read: {error.strerror or error}") from None
     if not head:
         raise errors.ModelFileError(f"{path}: model file is empty")
     # A TFLite flatbuffer carries its file identifier at bytes 4..8.
@@ -136,7 +145,9 @@ class TFLiteBackend:
         self.name = name
         try:
             self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            # The first allocation applies XNNPACK, which announces itself on the process's stderr
+            # ("INFO: Created TensorFlow Lite XNNPACK delegate"): kept out of the user's output.
+            without_native_stderr(self.interpreter.allocate_tensors)
         except (ValueError, RuntimeError) as error:
             raise errors.ModelFileError(f"{self.path}: corrupt or unsupported TFLite model: {first_line(error)}") from None
         (self._input,) = self.interpreter.get_input_details()
@@ -160,6 +171,26 @@ class TFLiteBackend:
         self.interpreter.set_tensor(self._input["index"], batch)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output["index"])
+
+
+def without_native_stderr(function):
+    """Call `function()` with file descriptor 2 pointed at a scratch file, so that what native code
+    prints there stays out of the user's output; Python exceptions still propagate with their message."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                return function()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def tensor_info(details):

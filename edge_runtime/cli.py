@@ -255,7 +255,7 @@ def run_eval(arguments):
                                                   document.num_classes, manifest=document)
     else:
         images, labels = evaluation.load_test_set(arguments.test_set, document.input_shape, document.num_classes)
-    float_labels = None
+    float_labels, figure_failures = None, []
     if bundle.reference is not None and bundle.reference not in bundle.models:
         from edge_runtime.classifier import Classifier
 
@@ -264,8 +264,11 @@ def run_eval(arguments):
         reference_model = Classifier.load(bundle.reference, backend=forced or bundle.reference_backends[0],
                                           threads=arguments.threads,
                                           check_integrity=not arguments.skip_integrity_check)
-        float_labels = evaluation.evaluate(reference_model, images, labels, document,
-                                           progress=Progress(bundle.reference.name, len(labels))).labels
+        reference = evaluation.evaluate(reference_model, images, labels, document,
+                                        progress=Progress(bundle.reference.name, len(labels)))
+        float_labels = reference.labels
+        if arguments.test_set is None:  # the manifest's own, verified test set: its figures must hold
+            figure_failures = evaluation.reference_failures(document, reference)
     results = []
     for path in bundle.models:
         model = load_classifier(arguments, path)
@@ -273,7 +276,7 @@ def run_eval(arguments):
                                            progress=Progress(path.name, len(labels))))
     if arguments.save_outputs:
         save_outputs(arguments.save_outputs, results)
-    failures = evaluation.failures(results, tolerance, arguments.strict)
+    failures = figure_failures + evaluation.failures(results, tolerance, arguments.strict)
     if arguments.json:
         print(json.dumps({"tolerance_points": tolerance, "classes": list(document.classes),
                           "results": [result.as_dict(document.classes) for result in results],

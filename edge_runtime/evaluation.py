@@ -167,6 +167,27 @@ def evaluate(model, images, labels, manifest=None, float_labels=None, progress=N
     )
 
 
+def reference_failures(manifest, reference):
+    """Check the manifest's float figures against the float reference run here on its whole test set.
+
+    An int8 model is judged against the float accuracy the manifest records, so that figure must
+    be the one the files give: the reference must reproduce its own recorded accuracy, and the
+    source model's accuracy must agree with it as closely as export's float tolerance allowed.
+    Both within that same margin, which leaves room for float rounding on another CPU.
+    Returns one message per broken figure (an edited manifest, or a changed reference file).
+    """
+    margin = 1.0 - float(manifest.document["tolerances"].get("float_min_agreement", 0.999))
+    recorded = manifest.files[reference.model].test_accuracy
+    messages = []
+    if abs(reference.accuracy - recorded) > margin + 1e-12:
+        messages.append(f"{reference.model}: accuracy {100 * reference.accuracy:.2f}% here is not the "
+                        f"{100 * recorded:.2f}% the manifest records; the manifest or the file was changed")
+    if abs(manifest.float_accuracy - recorded) > margin + 1e-12:
+        messages.append(f"{manifest.path}: the float model's recorded {100 * manifest.float_accuracy:.2f}% and its "
+                        f"float reference's {100 * recorded:.2f}% cannot both be right; the manifest was changed")
+    return messages
+
+
 def failures(results, tolerance_points, strict=False):
     """Return one message per model that fails the check (`eval`'s verdict and the service's gate)."""
     messages = []

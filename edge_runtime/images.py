@@ -13,6 +13,7 @@ naming the file: missing, empty, not an image, truncated, too large to decode, b
 """
 
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -124,7 +125,10 @@ def read_with_pillow(data, name, mode="L"):
             "(PGM and .npy files need nothing extra)"
         ) from None
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow warns from its own, larger, limit; ours (MAX_PIXELS) is checked right after.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise errors.InputError(f"{name}: not an image (no format Pillow knows)") from None
     except Image.DecompressionBombError as error:  # Pillow's own, larger, limit: also before decoding
