@@ -47,3 +47,20 @@ def write_bytes_atomically(path, data):
 def write_text_atomically(path, text):
     """Write `text` (str, UTF-8) to `path` whole or not at all. Returns the path as a `pathlib.Path`."""
     return write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def remove_partials(directory):
+    """Delete the temporary files a killed writer left in `directory` (names `.<stem>.*.partial*`).
+
+    A process killed with SIGKILL runs no clean-up, so the next run of the same stage sweeps them.
+    Returns the names removed.
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for leftover in directory.glob(".*.partial*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover.name)
+    return removed

@@ -105,9 +105,10 @@ def load_test_set(path, input_shape=None, num_classes=None, manifest=None):
         raise errors.InputError(f"{path}: no such test set file")
     try:
         with np.load(path, allow_pickle=False) as archive:
+            missing = [name for name in ("x_test", "y_test") if name not in archive.files]
+            if missing:
+                raise errors.InputError(f"{path}: not a test set: no '{missing[0]}' array (needs x_test and y_test)")
             images, labels = archive["x_test"], archive["y_test"]
-    except KeyError as error:
-        raise errors.InputError(f"{path}: not a test set: no {error} array (needs x_test and y_test)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise errors.InputError(f"{path}: not a readable test set .npz: {error}") from None
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or labels.shape != (len(images),) or not len(images):

@@ -1,9 +1,10 @@
 """`python -m export`: turn artifacts/model.keras into int8/float TFLite and ONNX files plus a manifest."""
 
-import argparse
 import os
 import pathlib
 import sys
+
+from edge_runtime.cli import OneLineParser
 
 # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,7 +16,7 @@ from train import data
 def parse_args(argv):
     defaults = pipeline.ExportConfig()
     tolerances = validation.Tolerances()
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser = OneLineParser(prog="python -m export", description=__doc__)
     parser.add_argument("--model", type=pathlib.Path, default=defaults.model_path, dest="model_path")
     parser.add_argument("--output-dir", type=pathlib.Path, default=defaults.output_dir)
     parser.add_argument("--data", type=pathlib.Path, default=None, dest="data_source",
@@ -47,6 +48,9 @@ def main(argv=None):
         pipeline.run_export(pipeline.ExportConfig(tolerances=tolerances, **arguments))
     except (ValueError, FileNotFoundError, data.DataError, validation.ExportValidationError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # writing an output: a full disk, a read-only or vanished directory
+        print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -4,12 +4,13 @@ import dataclasses
 import json
 import pathlib
 import typing
+import zipfile
 
 import numpy as np
 
 from edge_runtime import atomic_files, manifest as runtime_manifest, preprocessing
 from export import calibration, manifest, to_onnx, to_tflite, validation
-from train import data
+from train import data, training
 
 NAMES = runtime_manifest.DEFAULT_FILE_NAMES
 MANIFEST_FILE = runtime_manifest.MANIFEST_NAME
@@ -98,17 +99,20 @@ def run_export(config):
     last, so a manifest always describes the files beside it.
     Returns: the manifest (dict). Raises: ExportValidationError, ModelShapeError, DataError, FileNotFoundError.
     """
-    import keras
-
     model_path = pathlib.Path(config.model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no trained model; run 'make train' first")
+    if not zipfile.is_zipfile(model_path):
+        raise ModelShapeError(f"{model_path}: not a Keras model file (a .keras file is a zip archive)")
+    output_dir = pathlib.Path(config.output_dir)
+    training.prepare_output_dir(output_dir)
+    dataset = data.load_dataset(config.data_source, config.cache_dir)
+    keras, _ = training.import_tensorflow()
     try:
         source_model = keras.models.load_model(model_path)
-    except (ValueError, OSError, KeyError, TypeError) as error:
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as error:
         raise ModelShapeError(f"{model_path}: not a readable Keras model: {str(error).splitlines()[0][:200]}") from None
     input_shape, num_outputs = classifier_shape(source_model, model_path)
-    dataset = data.load_dataset(config.data_source, config.cache_dir)
     if dataset.image_shape != input_shape:
         raise ModelShapeError(f"{model_path}: takes {input_shape} images but the data holds {dataset.image_shape}")
     classes, classes_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
@@ -130,8 +134,6 @@ def run_export(config):
         preparation = "digit" if config.data_source is None else "plain"
     polarity = training_polarity(dataset.x_train)
 
-    output_dir = pathlib.Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
     entries = {}
 

@@ -5,6 +5,7 @@ interpreter code the device uses — so a pass here means the device path was ch
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -26,8 +27,10 @@ class Tolerances:
     def __post_init__(self):
         if not 0.0 <= self.float_min_agreement <= 1.0:
             raise ValueError(f"float agreement must be in [0, 1], got {self.float_min_agreement}")
-        if self.float_max_probability_difference < 0 or self.int8_max_accuracy_drop_points < 0:
-            raise ValueError("tolerances must not be negative")
+        for name in ("float_max_probability_difference", "int8_max_accuracy_drop_points"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {value}")
 
 
 def measure(model_path, test_input, test_labels, reference_probabilities, backend=None):

