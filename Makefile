@@ -34,7 +34,11 @@ $(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES
 
 export: $(ARTIFACTS)/manifest.json
 
-$(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py) $(RUNTIME_SOURCES)
+# A manifest whose files are missing or changed (an interrupted or tampered export) is not up to date.
+EXPORT_SET_WHOLE := $(shell test -x $(PYTHON) && $(PYTHON) -m export.check_set $(ARTIFACTS) 2>/dev/null && echo yes)
+.PHONY: export-incomplete
+
+$(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py) $(RUNTIME_SOURCES) $(if $(EXPORT_SET_WHOLE),,export-incomplete)
 	$(PYTHON) -m export --model $(ARTIFACTS)/model.keras --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG)
 
 # Float vs int8, every model in every installed runtime: $(ARTIFACTS)/report/ (Markdown, JSON, PNGs).

@@ -171,3 +171,24 @@ def test_npz_without_the_keras_arrays_is_refused(tmp_path):
 def test_missing_source_is_named(tmp_path):
     with pytest.raises(data.DataError, match="nowhere.npz: no such file"):
         data.load_dataset(tmp_path / "nowhere.npz")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["cut to 20 test images", "relabelled", "zero bytes"])
+def test_a_changed_cache_is_noticed_on_read_and_fetched_again(mnist, tmp_path, capsys, damage):
+    cache = tmp_path / data.CACHE_FILE_NAME
+    if damage == "zero bytes":
+        cache.write_bytes(b"")
+    else:
+        x_test, y_test = mnist.x_test, mnist.y_test
+        if damage == "relabelled":
+            y_test = (y_test + 1) % 10
+        else:
+            x_test, y_test = x_test[:20], y_test[:20]
+        np.savez_compressed(cache, x_train=mnist.x_train, y_train=mnist.y_train, x_test=x_test, y_test=y_test)
+    dataset = data.load_dataset(cache_dir=tmp_path)
+    assert data.arrays_sha256(dataset) == data.MNIST_ARRAYS_SHA256
+    assert len(dataset.y_test) == 10000 and np.array_equal(dataset.y_test, mnist.y_test)
+    note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and str(cache) in note[0] and "fetching it again" in note[0]
+    assert data.arrays_sha256(data.load_npz(cache)) == data.MNIST_ARRAYS_SHA256  # the cache is whole again

@@ -189,6 +189,8 @@ class ServedModel:
             result = dataclasses.replace(result, float_accuracy=reference.accuracy)
             source = f"{reference_path.name} run here on the same {len(labels)} images"
         failures = evaluation.failures([result], tolerance_points, strict=False)
+        if reference is not None and not partial:  # the manifest's float figures must hold, as in eval
+            failures = evaluation.reference_failures(document, reference) + failures
         return SelfCheck(
             images=result.images,
             accuracy=result.accuracy,
