@@ -21,9 +21,13 @@ def to_model_input(images, input_shape, name="input"):
     allowed when C is 1. `name` is used in error messages (a file name, say).
     Raises: InputError for another shape, a non-numeric dtype, NaN/inf, or floats outside [0, 1].
     """
+    return as_batch(to_unit_float(images, name), input_shape, name)
+
+
+def as_batch(array, input_shape, name="input"):
+    """Reshape an array of pixels (any dtype) to (N, H, W, C); InputError naming `name` if it cannot be."""
     input_shape = tuple(int(size) for size in input_shape)
     height, width, channels = input_shape
-    array = to_unit_float(images, name)
     if array.shape == input_shape or (channels == 1 and array.shape == (height, width)):
         array = array.reshape(1, *input_shape)
     elif channels == 1 and array.ndim == 3 and array.shape[1:] == (height, width):

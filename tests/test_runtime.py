@@ -154,3 +154,24 @@ def test_thread_count_reaches_the_interpreter(untrained_export, mnist):
     one = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=1)
     three = classifier.Classifier.load(untrained_export / "model_int8.tflite", threads=3)
     assert np.array_equal(one.predict(mnist.x_test[:50]).raw, three.predict(mnist.x_test[:50]).raw)
+
+@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8.onnx"])
+def test_uint8_pictures_take_the_lookup_path_to_the_same_bits(untrained_export, mnist, name):
+    """uint8 pixels go through precomputed quantize/dequantize tables; the same images as [0, 1]
+    floats take the general path. Raw outputs and probabilities must be identical."""
+    model = classifier.Classifier.load(untrained_export / name)
+    through_tables = model.predict(mnist.x_test[:300])
+    general = model.predict(preprocessing.to_unit_float(mnist.x_test[:300]))
+    assert np.array_equal(through_tables.raw, general.raw)
+    assert np.array_equal(through_tables.probabilities, general.probabilities)
+
+
+def test_the_pixel_table_is_the_quantize_function_on_every_uint8_value(untrained_export):
+    model = classifier.Classifier.load(untrained_export / "model_int8.tflite")
+    pixels = np.arange(256, dtype=np.uint8)
+    expected = preprocessing.quantize(pixels.astype(np.float32) / np.float32(255), model.input.scale,
+                                      model.input.zero_point, np.int8)
+    assert np.array_equal(model._pixel_table, expected)
+    raw = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    assert np.array_equal(model.probabilities_from_raw(raw)[0],
+                          (raw[0].astype(np.float32) - model.output.zero_point) * np.float32(model.output.scale))
