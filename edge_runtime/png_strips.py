@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-STRIP_PIXELS = 1 << 19  # about half a million pixels per strip: a few MB whatever the picture's size
+STRIP_PIXELS = 1 << 17  # about 130,000 pixels per strip: about a megabyte whatever the picture's size
 # Bytes per pixel → the 8-bit colour type with that many bytes per pixel (grey, grey+alpha, RGB, RGBA).
 CONTAINER_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
@@ -107,9 +107,8 @@ def strips(handle, rows_per_strip_multiple=1):
             if piece is None:
                 raise ValueError(f"image data ends after {done + len(pending) // (row_bytes + 1)} of {header.height} rows")
             pending += piece
-        filtered = bytes(pending[:needed])
+        raw = decode_filtered(previous_row, memoryview(pending)[:needed], rows, row_bytes, pixel_bytes)
         del pending[:needed]
-        raw = decode_filtered(previous_row, filtered, rows, row_bytes, pixel_bytes)
         previous_row = raw[-1].tobytes()
         done += rows
         yield header, to_pixels(header, raw, rows, channels)
@@ -141,9 +140,10 @@ def decode_filtered(previous_row, filtered, rows, row_bytes, pixel_bytes):
     from PIL import Image
 
     width = row_bytes // pixel_bytes
-    body = b"\x00" + previous_row + filtered
+    deflater = zlib.compressobj(0)  # stored, not compressed: Pillow only has to copy it
+    body = deflater.compress(b"\x00" + previous_row) + deflater.compress(filtered) + deflater.flush()
     ihdr = struct.pack(">IIBBBBB", width, rows + 1, 8, CONTAINER_COLOUR_TYPE[pixel_bytes], 0, 0, 0)
-    data = SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(body, 0)) + _chunk(b"IEND", b"")
+    data = SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
     with Image.open(io.BytesIO(data)) as strip:
         raw = np.asarray(strip)
     return raw.reshape(rows + 1, row_bytes)[1:]
