@@ -67,8 +67,8 @@ def main(argv=None):
         return 1
 
     def progress(name, done, total):
-        if done == total or done % 100 == 0:
-            print(f"\r  preparing ({name}) {done}/{total}", end="\n" if done == total else "", flush=True)
+        if done == total or (sys.stdout.isatty() and done % 20 == 0):
+            print(f"\r  {name:<9} prepared {done}/{total}", end="\n" if done == total else "", flush=True)
 
     result = evaluate.evaluate(set_dir, model, progress=progress)
     summary = evaluate.summarize(result)
