@@ -462,6 +462,8 @@ def paper_level(image, dark_ink):
     block_height, block_width = height // rows, width // columns
     blocks = image[: rows * block_height, : columns * block_width].reshape(rows, block_height, columns, block_width)
     level = np.percentile(blocks.transpose(0, 2, 1, 3).reshape(rows, columns, -1), 90 if dark_ink else 10, axis=2)
+    if min(rows, columns) < 4:  # too small a picture to see the light change across it
+        return np.float32(border_level(image))
     border = np.concatenate([level[0], level[-1], level[:, 0], level[:, -1]])
     low, high = np.percentile(border, [10, 90])
     if high - low <= UNEVEN_LIGHT * max(high, 0.05):
