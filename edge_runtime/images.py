@@ -10,7 +10,7 @@ Two steps, kept apart so that a model of another kind can reuse the first:
   scanned in black and white, scaled into a 20×20 box (the scaling's anti-aliasing gives their
   grey edges) and placed in a 28×28 frame with their centre of mass at (14, 14). So: even out the
   light over the paper; take the ink; keep the digit's strokes (large connected pieces), not specks;
-  draw it in black and white at four times the final size, at an ink level chosen so the strokes
+  draw it at four times the final size with sharp edges, put at an ink level chosen so the strokes
   are about as wide as MNIST's (a blurred scan's strokes are otherwise bold with a grey halo); shrink
   into the 20×20 box by averaging; centre by mass. A 28×28 image with a dark background is already
   MNIST-style and passes through unchanged (only scaled to [0, 1]).
@@ -37,6 +37,7 @@ CENTRE_OF_MASS = (14.0, 14.0)  # ... and puts its centre of mass here (the MNIST
 OVERSAMPLING = 4  # the digit is drawn in black and white at 4 × 20 pixels, then averaged down, as MNIST's were
 MIN_CONTRAST = 0.08  # below this difference between ink and paper the image holds no digit
 INK_LEVELS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # where a stroke's edge may be drawn, as fractions of the ink's strength
+EDGE_SOFTNESS = 0.2  # ... and the range of ink levels (same unit) over which the edge goes from paper to full ink
 # MNIST's stroke widths, in pixels of the 20×20 box, measured as 2 × area / perimeter of the digit drawn
 # at 4× and cut at half strength: 5th-95th percentiles 1.2-2.9, median 1.8 (test set). Strokes are
 # drawn at the ink level that brings them into STROKE_TARGET, then thinned or thickened into STROKE_LIMITS.
@@ -529,31 +530,36 @@ def connected_pieces(mask):
 
 
 def draw_strokes(ink, strength):
-    """The digit in black and white at OVERSAMPLING × DIGIT_BOX pixels (its longer side), cropped to it.
+    """The digit at OVERSAMPLING × DIGIT_BOX pixels (its longer side), cropped to it, floats in [0, 1].
 
-    The edge of a stroke is drawn at the ink level (of INK_LEVELS) that makes strokes about as wide
-    as MNIST's: a high level for a bold, blurred stroke, lower for a thin or faint one. Widths still
-    outside STROKE_LIMITS are then thinned or thickened with a round brush.
+    The edge of a stroke is put at the ink level (of INK_LEVELS) that makes strokes about as wide as
+    MNIST's: a high level for a bold, blurred stroke, lower for a thin or faint one. Ink goes from
+    none to full over EDGE_SOFTNESS of the ink's strength around that level: weak ink (a blur's halo,
+    the paper's grain) is dropped, and the edge keeps a little of the picture's own shading. Strokes
+    still outside STROKE_LIMITS are thinned or thickened with a round brush, in black and white.
     """
     box = OVERSAMPLING * DIGIT_BOX
     scale = box / max(ink.shape)
     large = resample(ink, max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
+    large /= np.float32(strength)
     best = None
     for level in INK_LEVELS:
-        strokes = crop_to_ink(large > level * strength)
+        strokes = crop_to_ink(large > level)
         if strokes is None:
             continue
         width = stroke_width(strokes)
         miss = max(STROKE_TARGET[0] - width, width - STROKE_TARGET[1], 0.0) + 0.01 * abs(level - 0.5)
         if best is None or miss < best[0]:
-            best = (miss, strokes, width)
-    _, strokes, width = best
+            best = (miss, strokes, width, level)
+    _, strokes, width, level = best
     low, high = STROKE_LIMITS
     if width > high or width < low:
         radius = abs(width - (high if width > high else low)) * OVERSAMPLING * max(strokes.shape) / box / 2
         changed = crop_to_ink(round_brush(strokes, radius, thicken=width < low))
-        strokes = strokes if changed is None else changed
-    return strokes
+        return strokes if changed is None else changed
+    soft = np.clip((large - level) / EDGE_SOFTNESS + 0.5, 0.0, 1.0)
+    rows, columns = np.flatnonzero(soft.any(axis=1)), np.flatnonzero(soft.any(axis=0))
+    return soft[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
 
 def crop_to_ink(mask):

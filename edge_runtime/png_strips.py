@@ -157,7 +157,6 @@ def to_pixels(header, raw, rows, channels):
     """Raw row bytes (rows, row_bytes) → float32 (rows, width, channels of L/LA/RGB/RGBA) in [0, 1]."""
     width, depth = header.width, header.bit_depth
     if depth < 8:
-        per_byte = 8 // depth
         shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
         values = ((raw[:, :, None] >> shifts) & ((1 << depth) - 1)).reshape(rows, -1)[:, :width]
     elif depth == 8:
