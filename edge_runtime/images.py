@@ -415,8 +415,11 @@ def to_mnist(image, name="image"):
     # The digit is found on a half-size copy (less noise, a quarter of the memory), then cut from the picture.
     step = 2 if min(image.shape) > 64 else 1
     small = block_mean(image, step)
-    darkest, lightest = np.percentile(small, [0.5, 99.5])
-    dark_ink = paper - darkest > lightest - paper  # the ink is what stands out from the paper, either way
+    darkest, lightest = np.percentile(small, [0.1, 99.9])
+    # The ink is what stands out from the paper, darker or lighter; when neither side clearly does
+    # (a small digit, noisy paper), a light border means dark ink.
+    dark_side, light_side = paper - darkest, lightest - paper
+    dark_ink = dark_side > light_side if abs(dark_side - light_side) > MIN_CONTRAST else paper > 0.5
     level = paper_level(small, dark_ink)
     small_ink = ink_over_paper(small, level, dark_ink)
     strength = float(small_ink.max())

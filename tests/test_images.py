@@ -118,12 +118,25 @@ def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(mnist, tmp_path):
                                      "pip install 'mnist-edge[edge]' (PGM and .npy files need nothing extra)")
 
 
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_claiming_size(width, height):
     """A PNG whose header says width×height (a few bytes of data): refused before decoding."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+
+
+def grey_png(damage=None):
+    """A 40×40 grey PNG with a dark square; `damage` "cut" ends it inside its pixel data, "crc" breaks a checksum."""
+    rows = b"".join(b"\0" + bytes([40 if 10 <= row < 30 and 10 <= column < 30 else 220 for column in range(40)])
+                    for row in range(40))
+    idat = png_chunk(b"IDAT", zlib.compress(rows))
+    if damage == "crc":
+        idat = idat[:-1] + bytes([idat[-1] ^ 0xFF])
+    data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 8, 0, 0, 0, 0)) + idat
+    return data[: len(data) - len(idat) // 2] if damage == "cut" else data + png_chunk(b"IEND", b"")
 
 
 def write_bad_file(directory, name, content):
@@ -148,6 +161,8 @@ BAD_FILES = [
     ("empty.png", b"", "empty file, not an image"),
     ("notes.png", b"these are my notes, not a picture\n", "not an image"),
     ("huge.png", png_claiming_size(20000, 20000), "megapixels allowed"),
+    ("cut.png", grey_png("cut"), "corrupt or truncated image data (truncated IDAT chunk)"),
+    ("crc.png", grey_png("crc"), "corrupt or truncated image data (broken CRC in the IDAT chunk)"),
     ("large.png", png_claiming_size(9000, 9000), "image is 9000×9000 = 81 megapixels"),
     ("huge.pgm", b"P5 20000 20000 255\n", "image is 20000×20000 = 400 megapixels"),
     ("short.pgm", b"P5 28 28 255\n" + bytes(100), "truncated pixel data"),
