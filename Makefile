@@ -15,7 +15,7 @@ RUNTIME_SOURCES := $(wildcard edge_runtime/*.py)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export compare bundle bench test test-fast system-deps lock clean
+.PHONY: venv train export compare bundle bench handwriting test test-fast system-deps lock clean
 .DELETE_ON_ERROR:
 
 venv: $(VENV_STAMP)
@@ -59,6 +59,13 @@ bench: $(ARTIFACTS)/manifest.json
 	$(PYTHON) benchmarks/bench_runtime.py --artifacts $(ARTIFACTS)
 	$(PYTHON) benchmarks/bench_serve.py --artifacts $(ARTIFACTS)
 
+# predict's accuracy on handwritten-looking digits (Debian handwriting fonts and mouse strokes; written to
+# $(ARTIFACTS)/handwriting once) against a plain reference preparation, per style, paired (McNemar).
+# Exits 3 when predict is below HANDWRITING_FLOOR % or below the reference. Needs `make system-deps`.
+HANDWRITING_FLOOR ?= 90
+handwriting: $(ARTIFACTS)/manifest.json
+	$(PYTHON) -m handwriting --artifacts $(ARTIFACTS) --min-accuracy $(HANDWRITING_FLOOR) --json $(ARTIFACTS)/handwriting.json
+
 # The bundle installed and run on an emulated Raspberry Pi 4 and 5 (arm64 rootfs, qemu-user; needs
 # root, installs debootstrap and qemu 10 itself, caches the rootfs in /var/cache/mnist-edge), compared with x86.
 .PHONY: pi-check
@@ -72,9 +79,13 @@ test: $(VENV_STAMP)
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
 
-# Debian packages some tests use: real IDX files (Fashion-MNIST), and headless Chromium with its
-# WebDriver for the page test of `serve`. Needs root; CI runs it.
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+# Debian packages some tests use: real IDX files (Fashion-MNIST); headless Chromium with its WebDriver
+# for the page test of `serve`; handwriting fonts for the handwriting set (handwriting/generate.py
+# says which file of each it uses). Needs root; CI runs it.
+HANDWRITING_FONTS := fonts-dkg-handwriting fonts-breip fonts-rufscript fonts-sjfonts fonts-comic-neue fonts-bwht \
+	fonts-humor-sans fonts-klee fonts-kristi fonts-dancingscript fonts-kaushanscript fonts-yusei-magic \
+	fonts-tlwg-purisa-otf fonts-kiloji fonts-tomsontalks fonts-seto
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver $(HANDWRITING_FONTS)
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi

@@ -14,7 +14,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m handwriting", description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=pathlib.Path, default=pathlib.Path("artifacts"))
     parser.add_argument("--model", type=pathlib.Path, default=None, help="default: ARTIFACTS/model_int8.tflite")
-    parser.add_argument("--set-dir", type=pathlib.Path, default=None, help="default: ARTIFACTS/handwriting")
+    parser.add_argument("--set-dir", type=pathlib.Path, default=None,
+                        help="default: ARTIFACTS/handwriting (written if missing; a folder with your own "
+                             "labels.csv (file,label,style,writer) is evaluated as it is)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--per-digit", type=int, default=None, help="pictures of each digit in each style")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the figures here")
@@ -35,14 +37,20 @@ def set_fingerprint(seed, per_digit):
 
 
 def ensure_set(directory, seed, per_digit):
-    """Write the set into `directory` unless the one there was made by the same code and settings."""
+    """Write the set into `directory` unless the one there was made by the same code and settings.
+
+    A directory with a labels.csv but no set.json is someone's own labelled set: used as it is.
+    """
     from handwriting import generate
 
     stamp = directory / "set.json"
     fingerprint = set_fingerprint(seed, per_digit)
+    if not stamp.is_file() and (directory / generate.LABELS_FILE).is_file():
+        return
     if stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
         return
-    shutil.rmtree(directory, ignore_errors=True)
+    if stamp.is_file():
+        shutil.rmtree(directory)  # made by an older generator or other settings: ours to replace
     print(f"Writing the handwriting set to {directory} (seed {seed}, {per_digit} per digit and style)...")
     generate.generate(directory, seed=seed, per_digit=per_digit,
                       progress=lambda style, count: print(f"  {style:<7} {count:5d} images", flush=True))
@@ -67,8 +75,8 @@ def main(argv=None):
         return 1
 
     def progress(name, done, total):
-        if done == total or done % 100 == 0:
-            print(f"\r  preparing ({name}) {done}/{total}", end="\n" if done == total else "", flush=True)
+        if done == total or (sys.stdout.isatty() and done % 20 == 0):
+            print(f"\r  {name:<9} prepared {done}/{total}", end="\n" if done == total else "", flush=True)
 
     result = evaluate.evaluate(set_dir, model, progress=progress)
     summary = evaluate.summarize(result)

@@ -3,6 +3,7 @@ refused in one line by `predict`."""
 
 import json
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -117,12 +118,25 @@ def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(mnist, tmp_path):
                                      "pip install 'mnist-edge[edge]' (PGM and .npy files need nothing extra)")
 
 
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_claiming_size(width, height):
     """A PNG whose header says width×height (a few bytes of data): refused before decoding."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+
+
+def grey_png(damage=None):
+    """A 40×40 grey PNG with a dark square; `damage` "cut" ends it inside its pixel data, "crc" breaks a checksum."""
+    rows = b"".join(b"\0" + bytes([40 if 10 <= row < 30 and 10 <= column < 30 else 220 for column in range(40)])
+                    for row in range(40))
+    idat = png_chunk(b"IDAT", zlib.compress(rows))
+    if damage == "crc":
+        idat = idat[:-1] + bytes([idat[-1] ^ 0xFF])
+    data = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 40, 40, 8, 0, 0, 0, 0)) + idat
+    return data[: len(data) - len(idat) // 2] if damage == "cut" else data + png_chunk(b"IEND", b"")
 
 
 def write_bad_file(directory, name, content):
@@ -147,6 +161,8 @@ BAD_FILES = [
     ("empty.png", b"", "empty file, not an image"),
     ("notes.png", b"these are my notes, not a picture\n", "not an image"),
     ("huge.png", png_claiming_size(20000, 20000), "megapixels allowed"),
+    ("cut.png", grey_png("cut"), "corrupt or truncated image data (truncated IDAT chunk)"),
+    ("crc.png", grey_png("crc"), "corrupt or truncated image data (broken CRC in the IDAT chunk)"),
     ("large.png", png_claiming_size(9000, 9000), "image is 9000×9000 = 81 megapixels"),
     ("huge.pgm", b"P5 20000 20000 255\n", "image is 20000×20000 = 400 megapixels"),
     ("short.pgm", b"P5 28 28 255\n" + bytes(100), "truncated pixel data"),
@@ -209,3 +225,196 @@ def test_a_picture_reads_the_same_from_a_file_and_from_its_bytes_whatever_its_na
     np.testing.assert_array_equal(from_files, from_bytes)
     np.testing.assert_array_equal(from_misnamed[0], from_files[0])
     assert names == ["a", "b"] and from_files.shape == (2, 28, 28, 1)
+
+
+# ------------------------------------------------------------------ big pictures, any format, bounded memory
+
+MEMORY_LIMIT_MIB = 80  # any picture the 50-megapixel cap admits: a Pi Zero has 512 MB, and uploads come several at once
+
+
+@pytest.fixture(scope="module")
+def big_photos(mnist, tmp_path_factory):
+    """One 12-megapixel picture of a "7" on noisy paper (a phone photo's size), saved as a colour PNG, a
+    JPEG and a PGM at 4000×3000 and smaller; and a 49-megapixel 1-bit PNG of a "7" (a few KB)."""
+    from PIL import ImageDraw
+
+    directory = tmp_path_factory.mktemp("big")
+    assert mnist.y_test[0] == 7
+    gray = photo_of(mnist.x_test[0], np.random.default_rng(7), scale=60, canvas=(3000, 4000), noise=0.06)
+    tint = np.array([1.0, 0.97, 0.9])  # warm light: the colour channels differ
+    photo = Image.fromarray((gray[..., None] * tint).astype(np.uint8))
+    paths = {}
+    for width in (4000, 2000, 1000, 640):
+        picture = photo if width == 4000 else photo.resize((width, width * 3 // 4), Image.LANCZOS)
+        for suffix in (".png", ".jpg", ".pgm"):
+            path = directory / f"seven-{width}{suffix}"
+            (picture.convert("L") if suffix == ".pgm" else picture).save(path, **({"quality": 90} if suffix == ".jpg" else {}))
+            paths[width, suffix] = path
+    bilevel = Image.new("1", (7000, 7000), 1)
+    ImageDraw.Draw(bilevel).line([(2000, 1500), (5000, 1500), (3000, 5500)], fill=0, width=300)
+    bilevel.save(directory / "seven-49mp.png")
+    paths["49mp"] = directory / "seven-49mp.png"
+    return paths
+
+
+def best_shifted_correlation(image, other):
+    """Correlation of two 28×28 digits, allowing one pixel of shift: centring by mass rounds to whole pixels."""
+    return max(np.corrcoef(np.roll(image, (down, right), axis=(0, 1)).ravel(), other.ravel())[0, 1]
+               for down in (-1, 0, 1) for right in (-1, 0, 1))
+
+
+def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, mnist):
+    """The same photo as PNG, JPEG and PGM at 12, 3, 0.75 and 0.3 megapixels: the same MNIST digit.
+    (A full-size PNG used to let the paper's noise through the ink threshold and crop the whole page.)"""
+    paths = [path for key, path in big_photos.items() if key != "49mp"]
+    batch, _ = images.load_images(paths)
+    original = mnist.x_test[0].astype(np.float32) / 255
+    for prepared, path in zip(batch, paths):
+        assert np.allclose(centre_of_mass(prepared), (14, 14), atol=0.75), path
+        assert best_shifted_correlation(prepared, batch[0]) > 0.95, path
+        assert best_shifted_correlation(prepared, original) > 0.85, path
+
+
+@pytest.mark.slow
+def test_one_picture_gives_one_label_whatever_its_format_and_size(big_photos, trained):
+    from edge_runtime import Classifier
+
+    from edge_runtime import preparation
+
+    paths = [path for key, path in big_photos.items() if key != "49mp"]
+    model = Classifier.load(trained / "model_int8.tflite")
+    labels = model.predict(preparation.prepare_files(paths, model.preparation())[0]).labels
+    assert labels.tolist() == [7] * len(paths), dict(zip([path.name for path in paths], labels.tolist()))
+
+
+@pytest.mark.parametrize("key", [(4000, ".png"), (4000, ".jpg"), (4000, ".pgm"), "49mp"], ids=str)
+def test_predict_on_a_big_picture_peaks_below_the_memory_limit(untrained_export, big_photos, key, monkeypatch):
+    """`python -m edge_runtime predict` in a child process; its peak RSS (VmHWM) read at exit."""
+    from edge_runtime import benchmarking
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setenv("PYTHONPATH", f"{REPO_ROOT / 'tests' / 'peak_rss'}:{REPO_ROOT}")
+    command = [sys.executable, "-m", "edge_runtime", "predict", str(untrained_export / "model_int8.tflite"),
+               str(big_photos[key])]
+    _, peak_mib = benchmarking.child_peak_rss(command, what=big_photos[key])
+    assert peak_mib <= MEMORY_LIMIT_MIB, f"{big_photos[key].name}: {peak_mib:.0f} MiB"
+
+
+# ------------------------------------------------------------------ decoding
+
+def png_variants():
+    """Small PNGs of every colour type and bit depth Pillow writes, with what Pillow itself decodes them to."""
+    rng = np.random.default_rng(3)
+    pixels = np.cumsum(rng.integers(0, 9, (45, 67, 4)), axis=1).astype(np.uint8)  # varied rows: every filter type
+    rgb = Image.fromarray(pixels[..., :3])
+    return {
+        "grey": (Image.fromarray(pixels[..., 0]), {}),
+        "grey16": (Image.fromarray(pixels[..., 0].astype(np.uint16) * 257), {}),
+        "grey-alpha": (Image.fromarray(pixels[..., 0]).convert("LA"), {}),
+        "rgb": (rgb, {}),
+        "rgba": (Image.fromarray(pixels), {}),
+        "1-bit": (Image.fromarray(pixels[..., 0] > 100), {}),
+        "palette-4-bit": (rgb.quantize(16), {}),
+        "palette-2-bit": (rgb.quantize(4), {"bits": 2}),
+        "palette-transparent": (rgb.quantize(16), {"transparency": 3}),
+        "grey-colour-key": (Image.fromarray(pixels[..., 0]), {"transparency": int(pixels[0, 0, 0])}),
+        "interlaced-fallback": (rgb, {"interlace": 1}),
+    }
+
+
+@pytest.mark.parametrize("kind", list(png_variants()))
+def test_png_decoded_in_strips_matches_pillow(tmp_path, monkeypatch, kind):
+    from edge_runtime import png_strips
+
+    monkeypatch.setattr(png_strips, "STRIP_PIXELS", 300)  # many strips, with rows joined across them
+    image, options = png_variants()[kind]
+    path = tmp_path / f"{kind}.png"
+    image.save(path, **options)
+    with Image.open(path) as decoded:
+        if decoded.mode.startswith("I"):
+            expected = np.asarray(decoded, dtype=np.float32) / 65535
+        else:
+            paper = Image.new("RGBA", decoded.size, "white")
+            expected = np.asarray(Image.alpha_composite(paper, decoded.convert("RGBA")).convert("RGB"), np.float32) / 255
+            expected = expected @ images.LUMA
+    # Pillow rounds its compositing and grey conversion to whole uint8 steps; we do not.
+    np.testing.assert_allclose(images.read_image(path, max_side=None), expected, atol=1.5 / 255)
+
+
+def test_read_image_gives_rgb_on_request_and_reduces_by_whole_blocks(tmp_path):
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    for suffix in (".png", ".ppm", ".bmp"):
+        Image.fromarray(pixels).save(tmp_path / f"colour{suffix}")
+        full = images.read_image(tmp_path / f"colour{suffix}", mode="RGB", max_side=None)
+        np.testing.assert_allclose(full, pixels / 255, atol=1e-6)
+        reduced = images.read_image(tmp_path / f"colour{suffix}", mode="RGB", max_side=100)
+        assert reduced.shape == (60, 82, 3)  # 410 / 5 = 82: the smallest whole factor that fits
+        np.testing.assert_allclose(reduced, pixels[:300, :410].reshape(60, 5, 82, 5, 3).mean(axis=(1, 3)) / 255,
+                                   atol=1 / 255 if suffix == ".bmp" else 1e-5)  # Pillow's reduce rounds to uint8
+
+
+def test_ascii_pgm_read_a_strip_at_a_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "STRIP_PIXELS", 64)
+    picture = np.random.default_rng(5).integers(0, 256, (37, 23), dtype=np.uint8)
+    lines = "\n".join(" ".join(str(value) for value in row) for row in picture)
+    (tmp_path / "plain.pgm").write_text(f"P2\n# comment\n23 37\n255\n{lines}\n")
+    (tmp_path / "raw.pgm").write_bytes(b"P5 23 37 255\n" + picture.tobytes())
+    for name in ("plain.pgm", "raw.pgm"):
+        np.testing.assert_allclose(images.read_image(tmp_path / name, max_side=None), picture / 255, atol=1e-6)
+        np.testing.assert_allclose(images.read_image(tmp_path / name, max_side=10),
+                                   images.block_mean(picture / 255, 4), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_the_exif_orientation_of_a_phone_photo_is_applied(tmp_path, suffix):
+    picture = np.full((60, 90), 230, dtype=np.uint8)
+    picture[5:15, 5:40] = 20  # a dark mark at the top left, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to show"
+    Image.fromarray(picture).save(tmp_path / f"turned{suffix}", exif=exif.tobytes())
+    upright = images.read_image(tmp_path / f"turned{suffix}", max_side=None)
+    assert upright.shape == (90, 60)
+    assert upright[5:40, 45:55].mean() < 0.3 and upright[50:, :30].mean() > 0.8  # now at the top right
+
+
+# ------------------------------------------------------------------ the digit
+
+def stroke_widths(digit):
+    """Mean stroke width of a 28×28 digit in pixels: 2 × area / perimeter of its ink above half strength,
+    drawn 4× larger (a long stroke's perimeter is twice its length)."""
+    large = np.asarray(Image.fromarray(digit.astype(np.float32)).resize((112, 112), Image.BILINEAR)) > 0.5
+    padded = np.pad(large, 1)
+    perimeter = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1])
+    return 2.0 * np.count_nonzero(large) / perimeter / 4
+
+
+def test_thick_blurred_strokes_come_out_as_thin_as_mnist_without_a_grey_halo(mnist):
+    """The failure behind issue 10: a low-resolution scan of a thick, blurred digit became a bold digit
+    with a grey halo, which MNIST's digits lack (2→1, 4→6)."""
+    from PIL import ImageFilter
+
+    ring = Image.new("L", (200, 200), 235)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(ring).ellipse((40, 20, 160, 180), outline=30, width=34)  # a bold "0"
+    scan = ring.filter(ImageFilter.GaussianBlur(9)).resize((30, 30), Image.BILINEAR)
+    digit = images.to_mnist(np.asarray(scan))
+    mnist_widths = [stroke_widths(image.astype(np.float32) / 255) for image in mnist.x_test[:200]]
+    low, high = np.percentile(mnist_widths, [10, 90])
+    assert low <= stroke_widths(digit) <= high, (stroke_widths(digit), low, high)
+    grey = np.count_nonzero((digit > 0.05) & (digit < 0.5)) / np.count_nonzero(digit > 0.05)
+    mnist_grey = np.mean([np.count_nonzero((image > 12) & (image < 128)) / np.count_nonzero(image > 12)
+                          for image in mnist.x_test[:200]])
+    assert grey <= mnist_grey + 0.05, (grey, mnist_grey)
+
+
+def test_shadow_and_specks_do_not_move_the_digit(mnist):
+    """Uneven light (a shadow over half the page) and dirt far from the digit: the same digit as on clean paper."""
+    rng = np.random.default_rng(6)
+    clean = photo_of(mnist.x_test[2], rng, noise=0.01).astype(np.float32) / 255
+    shaded = clean * np.where(np.arange(clean.shape[1]) < 200, 1.0, 0.55)[None, :]
+    shaded[10:14, 10:14] = 0.1  # a speck
+    shaded[380:384, 330:335] = 0.1
+    reference, both = images.to_mnist(clean), images.to_mnist(shaded.astype(np.float32))
+    assert np.corrcoef(reference.ravel(), both.ravel())[0, 1] > 0.95
