@@ -174,21 +174,23 @@ class TFLiteBackend:
 
 
 def without_native_stderr(function):
-    """Call `function()` with file descriptor 2 pointed at a scratch file, so that what native code
+    """Call `function()` with file descriptor 2 pointed at /dev/null, so that what native code
     prints there stays out of the user's output; Python exceptions still propagate with their message."""
     import os
     import sys
-    import tempfile
 
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
+        sink = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(sink, 2)
             try:
                 return function()
             finally:
                 os.dup2(saved, 2)
+        finally:
+            os.close(sink)
     finally:
         os.close(saved)
 

@@ -10,7 +10,6 @@ A manifest whose `format_version` this runtime does not know, or with a missing 
 is refused with one line naming the field.
 """
 
-import hashlib
 import json
 import math
 import pathlib
@@ -42,9 +41,22 @@ PREPARATIONS = ("digit", "plain")
 POLARITIES = ("light-on-dark", "dark-on-light", "as-is")
 
 
+def _sha256():
+    """A sha256 object from CPython's own implementation when it has one: hashlib would load
+    OpenSSL's, which costs every command's start more than hashing a model file does."""
+    for module_name in ("_sha256", "_sha2"):  # Python 3.11, 3.12+
+        try:
+            return __import__(module_name).sha256()
+        except (ImportError, AttributeError):
+            continue
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def sha256_of(path):
     """Return the hex sha256 of the file at `path`, read in chunks."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

@@ -137,14 +137,15 @@ def inflated(first, iterator, header):
 
 def decode_filtered(previous_row, filtered, rows, row_bytes, pixel_bytes):
     """Undo PNG's row filters with Pillow: a small PNG of (the unfiltered row above) + these rows."""
-    from PIL import Image
+    from PIL import PngImagePlugin
 
     width = row_bytes // pixel_bytes
     deflater = zlib.compressobj(0)  # stored, not compressed: Pillow only has to copy it
     body = deflater.compress(b"\x00" + previous_row) + deflater.compress(filtered) + deflater.flush()
     ihdr = struct.pack(">IIBBBBB", width, rows + 1, 8, CONTAINER_COLOUR_TYPE[pixel_bytes], 0, 0, 0)
     data = SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
-    with Image.open(io.BytesIO(data)) as strip:
+    # The PNG reader itself, not Image.open: opening nameless bytes would load every common plugin.
+    with PngImagePlugin.PngImageFile(io.BytesIO(data)) as strip:
         raw = np.asarray(strip)
     return raw.reshape(rows + 1, row_bytes)[1:]
 

@@ -87,7 +87,7 @@ def pad_to_aspect(picture, aspect):
     height, width = picture.shape[:2]
     level = images.border_level(to_grey(picture))
     if picture.ndim == 3:
-        level = np.median(np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]), axis=0)
+        level = images.median(np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]), axis=0)
     target_height = max(height, int(round(width * aspect)))
     target_width = max(width, int(round(height / aspect)))
     if (target_height, target_width) == (height, width):

@@ -418,3 +418,13 @@ def test_shadow_and_specks_do_not_move_the_digit(mnist):
     shaded[380:384, 330:335] = 0.1
     reference, both = images.to_mnist(clean), images.to_mnist(shaded.astype(np.float32))
     assert np.corrcoef(reference.ravel(), both.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("shape", [(7,), (1000,), (3, 4, 50), (25, 6, 7)])
+def test_the_percentiles_are_numpys_without_importing_numpy_ma(shape):
+    values = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    axis = None if len(shape) == 1 else -1
+    for percents in (50, [0.1, 10, 90, 99.9]):
+        np.testing.assert_allclose(images.percentile(values, percents, axis=axis),
+                                   np.percentile(values, percents, axis=axis), atol=1e-6)
+    np.testing.assert_allclose(images.median(values, axis=0), np.median(values, axis=0), atol=1e-6)
