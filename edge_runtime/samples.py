@@ -12,6 +12,7 @@ The folder is capped by count and by bytes; the oldest samples go first (the nam
 `write_keras_npz` turns a folder into the Keras-npz layout training and compare read.
 """
 
+import bisect
 import dataclasses
 import hashlib
 import os
@@ -125,7 +126,8 @@ class SampleFolder:
             with self._lock:
                 os.replace(temporary, path)
                 sync_directory(self.directory)
-                self._files.append((path, size))
+                # By name, i.e. by the time the sample arrived, whichever writer finished first.
+                bisect.insort(self._files, (path, size))
                 self._enforce_caps()
         finally:
             temporary.unlink(missing_ok=True)
