@@ -212,8 +212,8 @@ def live_checks(config, served, live):
         log("live checks: the bundle has no float reference this machine can run: no shadow agreement, "
             "feedback counts int8 accuracy only")
     else:
-        log(f"live checks: shadow rate {config.shadow_rate:g} against {served.reference_name}, warning below "
-            f"{config.min_agreement:g}% over {config.agreement_window} shadowed images"
+        log(f"live checks: shadow rate {config.shadow_rate:g} against {served.reference_name}, agreement threshold "
+            f"{config.min_agreement:g}% over the last {config.agreement_window} shadowed images"
             + (" (and /readyz 503)" if config.unready_below_agreement else ""))
     if folder is not None:
         log(f"collecting labelled inputs into {folder.directory} ({folder.count} there; at most "
