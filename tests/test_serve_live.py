@@ -305,18 +305,26 @@ def test_kill_9_during_collection_leaves_a_readable_folder(bundle, test_images, 
     deadline = time.monotonic() + 60
     while len(acknowledged) < 30 and time.monotonic() < deadline:
         time.sleep(0.01)
+    # Then kill the server the moment a sample is being written: its temporary file is in the folder.
+    writing = None
+    while writing is None and time.monotonic() < deadline + 30:
+        writing = next((entry.name for entry in os.scandir(folder) if entry.name.startswith(".sample-")), None)
     os.kill(server.pid, signal.SIGKILL)
     stop.set()
     for client in clients:
         client.join(30)
     server.process.wait(10)
-    assert len(acknowledged) >= 30, server.log_text()
+    assert len(acknowledged) >= 30 and writing is not None, server.log_text()
 
     names = sorted(path.name for path in folder.iterdir())
     finished = [name for name in names if name.startswith("sample-")]
     leftovers = [name for name in names if not name.startswith("sample-")]
-    print(f"{len(acknowledged)} acknowledged, {len(finished)} samples, leftovers {leftovers}")
+    print(f"{len(acknowledged)} acknowledged, {len(finished)} samples, killed while writing {writing}, "
+          f"leftovers {leftovers}")
     assert all(name.startswith(".sample-") and name.endswith(".partial") for name in leftovers)
+    # The sample being written is either left as its temporary, or was finished whole just in time.
+    written_id = writing[len(".sample-"):].split(".")[0]
+    assert writing in leftovers or any(name.endswith(f"-{written_id}.npz") for name in finished)
     assert 0 < len(finished) <= 20 and set(acknowledged[-5:]) <= set(finished)  # acknowledged means on disk
     result = run_cli("-m", "edge_runtime", "samples", str(folder), "--out", str(tmp_path / "after-kill.npz"))
     assert result.returncode == 0 and "skipping" not in result.stderr, result.stderr
@@ -326,3 +334,59 @@ def test_kill_9_during_collection_leaves_a_readable_folder(bundle, test_images, 
                       "--collect-max-samples", "20") as restarted:
         assert live_info(restarted)["collect"]["kept"] == len(finished)
     assert sorted(path.name for path in folder.iterdir()) == finished
+
+
+class ServedWithoutReference:
+    """What LiveChecks needs of a ServedModel, for a bundle with no float reference."""
+
+    class_names = [str(digit) for digit in range(10)]
+    reference = None
+    reference_name = None
+
+
+def make_predictions(checks, count):
+    import uuid
+
+    from edge_runtime.serve import model
+
+    prepared = model.Prepared(pixels=np.zeros((count, 28, 28), np.float32), names=[f"x{index}" for index in range(count)])
+    probabilities = np.eye(10, dtype=np.float32)[np.arange(count) % 10]
+    answer = {"predictions": [{"id": uuid.uuid4().hex, "name": name} for name in prepared.names]}
+    checks.after_prediction(prepared, model.Outcome(probabilities=probabilities, seconds=0.0), answer)
+    return [prediction["id"] for prediction in answer["predictions"]]
+
+
+def test_the_id_store_is_bounded_by_count_time_and_bytes():
+    from edge_runtime.serve import bodies, live
+
+    now = [0.0]
+    per_id = 28 * 28 * 4 + 2 * 10 * 4  # the pixels and the probabilities kept for each id
+    checks = live.LiveChecks(ServedWithoutReference(), live.LiveSettings(id_count=50, id_seconds=10, id_bytes=15 * per_id),
+                             log=print, clock=lambda: now[0])
+    ids = make_predictions(checks, 20)
+    snapshot = checks.snapshot()["feedback"]
+    assert snapshot["ids_kept"] == 15 and snapshot["ids_bytes"] == 15 * per_id  # bytes: the 5 oldest went
+    with pytest.raises(bodies.HTTPError, match="unknown, or forgotten") as refused:
+        checks.feedback({"id": ids[4], "label": 4})
+    assert refused.value.status == 404
+    assert checks.feedback({"id": ids[5], "label": 5})["int8_right"] is True
+    now[0] = 10.5  # past id_seconds: everything older goes at the next look
+    with pytest.raises(bodies.HTTPError, match="unknown, or forgotten"):
+        checks.feedback({"id": ids[6], "label": 6})
+    assert checks.snapshot()["feedback"]["ids_kept"] == 0
+    count_bound = live.LiveChecks(ServedWithoutReference(), live.LiveSettings(id_count=3), log=print)
+    make_predictions(count_bound, 10)
+    assert count_bound.snapshot()["feedback"]["ids_kept"] == 3
+
+
+def test_without_a_float_reference_feedback_counts_int8_alone():
+    from edge_runtime.serve import live
+
+    checks = live.LiveChecks(ServedWithoutReference(), live.LiveSettings(), log=print)
+    ids = make_predictions(checks, 4)  # labels 0, 1, 2, 3
+    answers = [checks.feedback({"id": prediction_id, "label": label}) for prediction_id, label in zip(ids, (0, 1, 9, 9))]
+    assert [answer["float_label"] for answer in answers] == [None] * 4
+    accuracy = checks.snapshot()["accuracy"]
+    assert accuracy["int8"]["successes"] == 2 and accuracy["int8"]["trials"] == 4
+    assert accuracy["float"]["trials"] == 0 and accuracy["change"] is None
+    assert checks.snapshot()["shadow"]["rate"] == 0.0 and checks.snapshot()["shadow"]["agreement"]["trials"] == 0

@@ -100,6 +100,7 @@ class LiveChecks:
         self.below = False
         self.cells = {"both_right": 0, "only_reference_right": 0, "only_candidate_right": 0, "both_wrong": 0}
         self.feedback_counts = collections.Counter()
+        self.int8_right = 0  # over every labelled image, with or without a float answer
         self.collected = 0
         self.collect_failures = 0
 
@@ -173,12 +174,12 @@ class LiveChecks:
         forgotten id), 409 (already labelled).
         """
         if not isinstance(document, dict) or "id" not in document or "label" not in document:
-            self.feedback_counts["bad"] += 1
+            self.count_refusal("bad")
             raise bodies.HTTPError(400, 'feedback must be a JSON object {"id": "<prediction id>", "label": <class>}')
         prediction_id = document["id"]
         label = self.class_index(document["label"])
         if not isinstance(prediction_id, str):
-            self.feedback_counts["bad"] += 1
+            self.count_refusal("bad")
             raise bodies.HTTPError(400, f"id must be the prediction's id (a string), got {type(prediction_id).__name__}")
         with self._lock:
             self._forget_old()
@@ -203,6 +204,7 @@ class LiveChecks:
         float_right = None if entry.float_label is None else entry.float_label == label
         with self._lock:
             self.feedback_counts["labelled"] += 1
+            self.int8_right += int(int8_right)
             if float_right is not None:
                 cell = {(True, True): "both_right", (True, False): "only_reference_right",
                         (False, True): "only_candidate_right", (False, False): "both_wrong"}[(float_right, int8_right)]
@@ -227,9 +229,13 @@ class LiveChecks:
             return names.index(value)
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
             return value
-        self.feedback_counts["bad"] += 1
+        self.count_refusal("bad")
         raise bodies.HTTPError(400, f"label must be a class index 0..{len(names) - 1} or one of the class names "
                                     f"({', '.join(names)}), got {json.dumps(value)[:40]}")
+
+    def count_refusal(self, reason):
+        with self._lock:
+            self.feedback_counts[reason] += 1
 
     def collect(self, prediction_id, entry, pixels, upload, label):
         """Write the labelled sample when collecting; return its file name, or None (logged on failure)."""
@@ -265,9 +271,9 @@ class LiveChecks:
             pending = len(self._pending)
             pending_bytes = self._pending_bytes
             collected, collect_failures = self.collected, self.collect_failures
+            int8_right_all = self.int8_right
         paired_total = sum(cells.values())
         paired = statistics.paired_comparison_from_counts(**cells, confidence=CONFIDENCE) if paired_total else None
-        int8_right = cells["both_right"] + cells["only_candidate_right"]
         float_right = cells["both_right"] + cells["only_reference_right"]
         labelled = feedback.get("labelled", 0)
         return {
@@ -292,9 +298,10 @@ class LiveChecks:
                 "id_seconds": self.settings.id_seconds,
                 "id_count": self.settings.id_count,
             },
-            # Paired over the labelled images both models answered: what compare reports, live.
+            # int8 over every labelled image; float and the paired change over those both models
+            # answered (all of them, unless the bundle has no float reference): compare's figures, live.
             "accuracy": {
-                "int8": proportion(int8_right, paired_total),
+                "int8": proportion(int8_right_all, labelled),
                 "float": proportion(float_right, paired_total),
                 "change": None if paired is None else {
                     "points": paired["difference_points"],
