@@ -86,7 +86,7 @@ def second_test_set_section(summary):
         "what the int8 model meets in use rather than MNIST. Same columns as above; with few images the "
         "intervals are wide, and the gate holds here too.",
         main_table(summary, speed=False),
-        f"**Gate on this set:** " + ("passed." if gate["passed"] else "FAILED — " + "; ".join(gate["failures"])),
+        "**Gate on this set:** " + ("passed." if gate["passed"] else "FAILED — " + "; ".join(gate["failures"])),
     ])
 
 
