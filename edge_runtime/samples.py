@@ -124,18 +124,23 @@ class SampleFolder:
                 raise errors.InputError(f"sample {sample.id}: {size:,} bytes is over the folder's "
                                         f"{self.max_bytes:,}-byte cap; not kept")
             with self._lock:
+                # Room first, then the rename: killed in between, the folder holds less than its
+                # caps, never more.
+                self._enforce_caps(incoming=size)
                 os.replace(temporary, path)
                 sync_directory(self.directory)
                 # By name, i.e. by the time the sample arrived, whichever writer finished first.
                 bisect.insort(self._files, (path, size))
-                self._enforce_caps()
         finally:
             temporary.unlink(missing_ok=True)
         return path
 
-    def _enforce_caps(self):
-        total = sum(size for _, size in self._files)
-        while self._files and (len(self._files) > self.max_samples or total > self.max_bytes):
+    def _enforce_caps(self, incoming=None):
+        """Drop the oldest samples until the folder is within its caps, with room for one more
+        sample of `incoming` bytes when given (lock held)."""
+        total = sum(size for _, size in self._files) + (incoming or 0)
+        allowed = self.max_samples - (incoming is not None)
+        while self._files and (len(self._files) > allowed or total > self.max_bytes):
             oldest, size = self._files.pop(0)
             oldest.unlink(missing_ok=True)
             total -= size

@@ -129,3 +129,18 @@ def test_the_samples_command_fails_in_one_line(tmp_path, arguments, message):
                      *[argument.format(missing=tmp_path / "missing", empty=tmp_path / "empty") for argument in arguments])
     assert result.returncode in (1, 2) and "Traceback" not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_room_is_made_before_the_rename(tmp_path, monkeypatch):
+    """A writer that dies at the rename (as a kill -9 there would) leaves the folder within its cap."""
+    folder = samples.SampleFolder(tmp_path, max_samples=3)
+    for index in range(3):
+        folder.add(sample(index))
+
+    def dies(source, target):
+        raise OSError("killed at the rename")
+
+    monkeypatch.setattr(samples.os, "replace", dies)
+    with pytest.raises(OSError, match="killed at the rename"):
+        folder.add(sample(9))
+    assert len(samples.sample_files(tmp_path)) == 2 and len(os.listdir(tmp_path)) == 2
