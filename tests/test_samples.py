@@ -144,3 +144,25 @@ def test_room_is_made_before_the_rename(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="killed at the rename"):
         folder.add(sample(9))
     assert len(samples.sample_files(tmp_path)) == 2 and len(os.listdir(tmp_path)) == 2
+
+
+def test_samples_and_the_shared_statistics_need_no_tensorflow(tmp_path):
+    """The device side: `mnist-edge samples` runs with TensorFlow unimportable, and the statistics
+    compare and serve share import nothing beyond numpy and the standard library."""
+    import ast
+    import pathlib
+    import sys
+
+    from tests.test_runtime_cli import BLOCK_TENSORFLOW
+
+    folder = samples.SampleFolder(tmp_path / "s")
+    for index in range(4):
+        folder.add(sample(index))
+    result = run_cli("-c", BLOCK_TENSORFLOW, "samples", str(tmp_path / "s"), "--out", str(tmp_path / "out.npz"))
+    assert result.returncode == 0, result.stderr
+    assert "heavy modules loaded: []" in result.stderr and "4 labelled samples" in result.stdout
+    for module in ("statistics.py", "samples.py"):
+        tree = ast.parse((pathlib.Path(samples.__file__).parent / module).read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported <= set(sys.stdlib_module_names) | {"numpy", "edge_runtime"}, (module, imported)
