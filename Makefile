@@ -11,6 +11,9 @@ DATA_FLAG := $(if $(DATA),--data $(DATA),)
 # Optional: class names, one a line (default: the digits for MNIST, else labels.txt beside DATA).
 LABELS ?=
 LABELS_FLAG := $(if $(LABELS),--labels $(LABELS),)
+# Optional: samples collected on the device (mnist-edge samples DIR --out samples.npz): train adds
+# their x_train to the training images, compare tests on their x_test as a second test set.
+EXTRA_DATA ?=
 RUNTIME_SOURCES := $(wildcard edge_runtime/*.py)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -29,8 +32,8 @@ $(VENV_STAMP): requirements/workstation.lock pyproject.toml
 
 train: $(ARTIFACTS)/model.keras
 
-$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES)
-	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG)
+$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES) $(EXTRA_DATA)
+	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG) $(if $(EXTRA_DATA),--extra-data $(EXTRA_DATA),)
 
 export: $(ARTIFACTS)/manifest.json
 
@@ -43,10 +46,12 @@ $(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py) $(R
 
 # Float vs int8, every model in every installed runtime: $(ARTIFACTS)/report/ (Markdown, JSON, PNGs).
 # Always re-runs (it measures speed); exits 3 when an int8 model loses more than the manifest's
-# tolerance (COMPARE_TOLERANCE=points overrides it).
+# tolerance (COMPARE_TOLERANCE=points overrides it). EXTRA_DATA=samples.npz adds its x_test as a
+# second test set: the report shows both, and the gate holds on both.
 COMPARE_TOLERANCE ?=
 compare: $(ARTIFACTS)/manifest.json
-	$(PYTHON) -m compare --artifacts $(ARTIFACTS) $(if $(COMPARE_TOLERANCE),--tolerance $(COMPARE_TOLERANCE),) $(DATA_FLAG) $(COMPARE_FLAGS)
+	$(PYTHON) -m compare --artifacts $(ARTIFACTS) $(if $(COMPARE_TOLERANCE),--tolerance $(COMPARE_TOLERANCE),) $(DATA_FLAG) \
+		$(if $(EXTRA_DATA),--second-test-set $(EXTRA_DATA),) $(COMPARE_FLAGS)
 
 bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 

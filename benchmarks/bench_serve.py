@@ -1,5 +1,6 @@
 """`mnist-edge serve` measured: requests/s and latency at 1, 4 and 16 clients beside in-process
-`Classifier.predict` on the same image files, time to ready, and memory against `predict`'s.
+`Classifier.predict` on the same image files, what the shadow float model costs (p50 and server CPU
+per request at --shadow-rate 0, 0.1 and 1), time to ready, and memory against `predict`'s.
 
     .venv/bin/python benchmarks/bench_serve.py [--artifacts artifacts] [--requests 2000]
 
@@ -23,29 +24,33 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import http_load  # noqa: E402
-from edge_runtime import atomic_files, benchmarking, classifier, evaluation  # noqa: E402
+from edge_runtime import atomic_files, benchmarking, classifier, manifest, preparation  # noqa: E402
 
 BUNDLE_FILES = ("model_int8.tflite", "model_int8.onnx", "model_f32.tflite", "manifest.json")
 CLIENT_COUNTS = (1, 4, 16)
+SHADOW_RATES = ("0", "0.1", "1")
+SHADOW_ROUNDS = 3  # interleaved, medians reported: the machine is shared
 # predict's own path from one image file to its answer, in a fresh process, for its peak RSS.
-PREDICT_PEAK_PROGRAM = """
-import sys
-from edge_runtime import cli
-cli.main(["predict", sys.argv[1], sys.argv[2]])
-""" + benchmarking.PEAK_RSS_CODE
+PREDICT_PEAK_PROGRAM = REPO_ROOT / "benchmarks" / "predict_peak_rss.py"
+
+
+def test_set_name(artifacts):
+    """The test set's file name, as the export's manifest records it."""
+    return manifest.read_manifest(artifacts / manifest.MANIFEST_NAME).file_with_role(manifest.ROLE_TEST_SET)
 
 
 def make_bundle(artifacts, directory):
     """A bundle directory from an export (the test set from the export or the pinned MNIST)."""
     for name in BUNDLE_FILES:
         shutil.copy(artifacts / name, directory / name)
-    if (artifacts / evaluation.TEST_SET_NAME).is_file():
-        shutil.copy(artifacts / evaluation.TEST_SET_NAME, directory / evaluation.TEST_SET_NAME)
+    name = test_set_name(artifacts)
+    if (artifacts / name).is_file():
+        shutil.copy(artifacts / name, directory / name)
     else:
         from train import data
 
         dataset = data.load_dataset()
-        np.savez_compressed(directory / evaluation.TEST_SET_NAME, x_test=dataset.x_test, y_test=dataset.y_test)
+        np.savez_compressed(directory / name, x_test=dataset.x_test, y_test=dataset.y_test)
     return directory
 
 
@@ -53,7 +58,7 @@ def write_photos(bundle, directory, count):
     """`count` test digits as PNG files the way a page or a phone sends them: dark on light, 112×112."""
     from PIL import Image
 
-    with np.load(bundle / evaluation.TEST_SET_NAME) as archive:
+    with np.load(bundle / test_set_name(bundle)) as archive:
         digits = archive["x_test"][:count]
     paths = []
     for index, digit in enumerate(digits):
@@ -76,18 +81,71 @@ def serve_figures(server, bodies, clients, requests):
     return {"requests_per_s": requests / elapsed, "p50_ms": latency["p50"], "p99_ms": latency["p99"]}
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process `pid` has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def shadow_figures(bundle, bodies, requests, core):
+    """p50, requests/s and server CPU ms per request at each shadow rate, one client, medians of rounds."""
+    work = [http_load.Request("POST", "/api/predict", bodies[index % len(bodies)], (("Content-Type", "image/png"),))
+            for index in range(requests)]
+    measured = {rate: [] for rate in SHADOW_RATES}
+    for _ in range(SHADOW_ROUNDS):
+        for rate in SHADOW_RATES:
+            with http_load.ServeProcess(bundle, "--self-check-images", "0", "--shadow-rate", rate, cpus=str(core)) as server:
+                http_load.run("127.0.0.1", server.port, work[:100], 1)  # warm up
+                cpu_before, started = cpu_seconds(server.pid), time.perf_counter()
+                responses = http_load.run("127.0.0.1", server.port, work, 1)
+                elapsed, cpu = time.perf_counter() - started, cpu_seconds(server.pid) - cpu_before
+            if any(response.status != 200 for response in responses):
+                raise RuntimeError(f"requests failed at --shadow-rate {rate}")
+            latency = benchmarking.percentiles_ms([response.seconds for response in responses])
+            measured[rate].append({"p50_ms": latency["p50"], "requests_per_s": requests / elapsed,
+                                   "cpu_ms_per_request": 1000 * cpu / requests})
+    return {rate: {key: float(np.median([round_[key] for round_ in rounds])) for key in rounds[0]}
+            for rate, rounds in measured.items()}
+
+
+def model_costs(bundle, core, rounds=5):
+    """p50 ms of one image through the int8 model and through the float reference (what a shadowed
+    image adds), on the server's core, interleaved rounds, medians."""
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        with np.load(bundle / test_set_name(bundle)) as archive:
+            image = archive["x_test"][:1]
+        models = {name: classifier.Classifier.load(bundle / name, threads=1)
+                  for name in ("model_int8.tflite", "model_f32.tflite")}
+        measured = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, model in models.items():
+                measured[name].append(benchmarking.latency(model.predict, image, runs=2000, warmup=200)["p50"])
+    finally:
+        os.sched_setaffinity(0, previous)
+    return {name: float(np.median(values)) for name, values in measured.items()}
+
+
 def in_process_figures(model_path, paths, requests, core):
-    """Classifier.predict on the same files, one at a time, on the server's core, in this process."""
+    """`predict`'s path in this process (prepare the file as the manifest says, then Classifier.predict)
+    on the same files, one at a time, on the server's core."""
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {core})
     try:
         model = classifier.Classifier.load(model_path, threads=1)
+        how = model.preparation()
+
+        def predict_file(path):
+            return model.predict(preparation.prepare_files([path], how)[0])
+
         for path in paths[:100]:
-            model.predict(path)
+            predict_file(path)
         durations = []
         for index in range(requests):
             started = time.perf_counter()
-            model.predict(paths[index % len(paths)])
+            predict_file(paths[index % len(paths)])
             durations.append(time.perf_counter() - started)
     finally:
         os.sched_setaffinity(0, previous)
@@ -130,12 +188,15 @@ def main(argv=None):
 
         os.sched_setaffinity(0, {client_core})
         result = {"server_core": server_core, "requests": arguments.requests, "serve": {}}
-        with http_load.ServeProcess(bundle, "--self-check-images", "0", cpus=str(server_core)) as server:
+        with http_load.ServeProcess(bundle, "--self-check-images", "0", "--shadow-rate", "0",
+                                    cpus=str(server_core)) as server:
             result["idle_rss_mib"] = server.rss_kib() / 1024
             for clients in CLIENT_COUNTS:
                 result["serve"][clients] = serve_figures(server, bodies, clients, arguments.requests)
             result["rss_after_load_mib"] = server.rss_kib() / 1024
             result["peak_rss_mib"] = server.rss_kib("VmHWM") / 1024
+        result["model_p50_ms"] = model_costs(bundle, server_core)
+        result["shadow"] = shadow_figures(bundle, bodies, arguments.requests, server_core)
         result["in_process"] = in_process_figures(model_path, paths, arguments.requests, server_core)
         result["time_to_ready_s"] = {
             "full self-check (10,000 images)": time_to_ready(bundle, [], arguments.repeats, server_core),
@@ -143,7 +204,7 @@ def main(argv=None):
             "no self-check (--self-check-images 0)": time_to_ready(bundle, ["--self-check-images", "0"], arguments.repeats, server_core),
         }
         _, predict_peak = benchmarking.child_peak_rss(
-            ["taskset", "-c", str(server_core), sys.executable, "-c", PREDICT_PEAK_PROGRAM, str(model_path), str(paths[0])],
+            ["taskset", "-c", str(server_core), sys.executable, str(PREDICT_PEAK_PROGRAM), str(model_path), str(paths[0])],
             what="predict")
         result["predict_peak_rss_mib"] = predict_peak
 
@@ -155,6 +216,15 @@ def main(argv=None):
     for clients, figures in result["serve"].items():
         print(f"| serve, {clients} client{'s' if clients > 1 else ''} | {figures['requests_per_s']:,.0f} | "
               f"{figures['p50_ms']:.2f} | {figures['p99_ms']:.2f} | {figures['requests_per_s'] / base:.2f}× |")
+    print(f"\nshadow float model: 1 client, {arguments.requests} requests, medians of {SHADOW_ROUNDS} interleaved rounds\n")
+    costs = result["model_p50_ms"]
+    print(f"the model alone, one image, batch 1, p50: int8 {costs['model_int8.tflite']:.4f} ms, float "
+          f"{costs['model_f32.tflite']:.4f} ms (float / int8 {costs['model_f32.tflite'] / costs['model_int8.tflite']:.2f}×)\n")
+    print("| --shadow-rate | p50 ms | requests/s | server CPU ms per request | CPU vs rate 0 |\n|---|---:|---:|---:|---:|")
+    base_cpu = result["shadow"]["0"]["cpu_ms_per_request"]
+    for rate, figures in result["shadow"].items():
+        print(f"| {rate} | {figures['p50_ms']:.2f} | {figures['requests_per_s']:,.0f} | "
+              f"{figures['cpu_ms_per_request']:.3f} | {figures['cpu_ms_per_request'] / base_cpu:.2f}× |")
     print("\n| start to ready | s |\n|---|---:|")
     for name, seconds in result["time_to_ready_s"].items():
         print(f"| {name} | {seconds:.2f} |")

@@ -25,6 +25,9 @@ def parse_args(argv):
                         help="the data the model was trained on, for --sweep and --layer-errors (default: the manifest's)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest accepted int8 accuracy drop, in points (default: the manifest's)")
+    parser.add_argument("--second-test-set", type=pathlib.Path, default=None,
+                        help="a .npz whose x_test/y_test (e.g. samples collected on the device, 'mnist-edge samples "
+                             "--out') every model is also evaluated on; the report shows both, the gate holds on both")
     parser.add_argument("--no-speed", action="store_true", help="skip latency, throughput and memory")
     parser.add_argument("--sweep", action="store_true",
                         help="also export int8 models over calibration sizes and ONNX methods and tabulate them")
@@ -59,6 +62,23 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 1
     summary = analysis.summarize(all_runs, labels, classes, tolerance)
+    second_section = []
+    if arguments.second_test_set is not None:
+        try:
+            second_images, second_labels = evaluation.load_test_set(arguments.second_test_set, manifest.input_shape,
+                                                                    manifest.num_classes)
+        except errors.EdgeRuntimeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"Running every model on the second test set, {len(second_labels):,} images of {arguments.second_test_set}:")
+        second_runs = runs.all_runs(arguments.artifacts, manifest, second_images, measure=False)
+        second = analysis.summarize(second_runs, second_labels, classes, tolerance)
+        second["file"] = str(arguments.second_test_set)
+        summary["second_test_set"] = {key: second[key] for key in ("file", "images", "rows", "gate")}
+        summary["gate"]["failures"] += [f"second test set {arguments.second_test_set.name}: {failure}"
+                                        for failure in second["gate"]["failures"]]
+        summary["gate"]["passed"] = not summary["gate"]["failures"]
+        second_section = [report.second_test_set_section(second)]
 
     output_dir.mkdir(parents=True, exist_ok=True)
     int8_runs = [run for run in all_runs if run.precision == "int8"]
@@ -95,9 +115,12 @@ def main(argv=None):
         summary["layer_errors"] = ranking
         extra_sections.append(layer_errors.markdown(ranking))
 
-    text = report.write_report(summary, output_dir, extra_sections)
+    text = report.write_report(summary, output_dir, second_section + extra_sections)
     print()
     print(report.main_table(summary))
+    if "second_test_set" in summary:
+        print(f"\nSecond test set ({summary['second_test_set']['file']}):")
+        print(report.main_table(summary["second_test_set"], speed=False))
     print()
     print(f"Wrote {output_dir / 'report.md'} (and report.json, PNGs) — {len(text.splitlines())} lines")
     for failure in summary["gate"]["failures"]:

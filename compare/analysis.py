@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from compare import statistics
+from edge_runtime import statistics
 from edge_runtime import evaluation
 
 

@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from compare import statistics
-from edge_runtime import atomic_files
+from edge_runtime import atomic_files, statistics
 
 
 def pyplot():

@@ -13,25 +13,28 @@ def number(value, fmt):
     return format(value, fmt)
 
 
-def main_table(summary):
-    """The one-row-per-(model × runtime) Markdown table."""
-    lines = [
-        "| model | runtime | size | accuracy | change vs float (95% CI) | McNemar p | agreement | max Δp | p50 batch 1 | images/s batch 256 | peak RSS |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def main_table(summary, speed=True):
+    """The one-row-per-(model × runtime) Markdown table (without the speed columns when `speed` is false)."""
+    header = "| model | runtime | size | accuracy | change vs float (95% CI) | McNemar p | agreement | max Δp |"
+    rule = "|---|---|---:|---:|---|---:|---:|---:|"
+    if speed:
+        header, rule = header + " p50 batch 1 | images/s batch 256 | peak RSS |", rule + "---:|---:|---:|"
+    lines = [header, rule]
     for index, row in enumerate(summary["rows"]):
         if index == 0:
             change = "reference"
         else:
             low, high = row["change_ci_points"]
             change = f"{row['change_points']:+.2f} pt [{low:+.2f}, {high:+.2f}] ({row['only_float_right']}↓ {row['only_this_right']}↑)"
-        lines.append(
+        line = (
             f"| {row['model']} | {row['runtime']} | {row['size_bytes'] / 1024:,.1f} KiB | {100 * row['accuracy']:.2f}% "
             f"| {change} | {'—' if index == 0 else number(row['mcnemar_p_value'], '.3g')} "
-            f"| {100 * row['agreement_with_float']:.2f}% | {number(row['max_probability_difference'], '.1e')} "
-            f"| {number(row['latency_p50_ms'], '.3f')} ms | {number(row['throughput_images_per_s'], ',.0f')} "
-            f"| {number(row['peak_rss_mib'], '.0f')} MiB |"
+            f"| {100 * row['agreement_with_float']:.2f}% | {number(row['max_probability_difference'], '.1e')} |"
         )
+        if speed:
+            line += (f" {number(row['latency_p50_ms'], '.3f')} ms | {number(row['throughput_images_per_s'], ',.0f')} "
+                     f"| {number(row['peak_rss_mib'], '.0f')} MiB |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -72,6 +75,19 @@ def without_nan(value):
     if isinstance(value, (list, tuple)):
         return [without_nan(item) for item in value]
     return value
+
+
+def second_test_set_section(summary):
+    """The report's section for the second test set (e.g. samples collected on the device)."""
+    gate = summary["gate"]
+    return "\n\n".join([
+        f"## Second test set: {summary['file']} ({summary['images']:,} images)",
+        "The same models on images collected on the device (`mnist-edge samples --out`, their x_test): "
+        "what the int8 model meets in use rather than MNIST. Same columns as above; with few images the "
+        "intervals are wide, and the gate holds here too.",
+        main_table(summary, speed=False),
+        "**Gate on this set:** " + ("passed." if gate["passed"] else "FAILED — " + "; ".join(gate["failures"])),
+    ])
 
 
 def write_report(summary, directory, extra_sections=()):

@@ -5,8 +5,8 @@ import tempfile
 
 import numpy as np
 
-from compare import runs, statistics
-from edge_runtime import backends, classifier, manifest as manifest_module, preprocessing
+from compare import runs
+from edge_runtime import backends, classifier, manifest as manifest_module, preprocessing, statistics
 from export import calibration, pipeline, to_onnx, to_tflite
 
 SIZE_FACTORS = (1 / 3, 1, 10 / 3)  # around the export's own calibration size (300: 100, 300, 1000)

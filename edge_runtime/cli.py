@@ -1,4 +1,4 @@
-"""`python -m edge_runtime` (or `mnist-edge`): predict, eval, bench and info on the device.
+"""`python -m edge_runtime` (or `mnist-edge`): predict, eval, bench, info, samples and serve on the device.
 
 Every failure a user can cause (a missing or tampered file, an image that is not one, a bad
 option) ends in one line on stderr naming the thing and the problem, and a non-zero exit status:
@@ -34,6 +34,16 @@ def points(text):
         raise argparse.ArgumentTypeError(f"must be a number of percentage points, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number of points >= 0, got {text!r}")
+    return value
+
+
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (both excluded), got {text!r}")
     return value
 
 
@@ -115,6 +125,16 @@ def build_parser():
     info.add_argument("model", type=pathlib.Path)
     model_options(info)
 
+    samples = commands.add_parser("samples", help="labelled samples collected by serve --collect, as training data")
+    samples.add_argument("folder", type=pathlib.Path, help="the folder serve --collect wrote")
+    samples.add_argument("--out", type=pathlib.Path, default=None,
+                         help="write them as a Keras-layout .npz (x_train, y_train, x_test, y_test) for "
+                              "'make train export EXTRA_DATA=...' and 'make compare EXTRA_DATA=...'")
+    samples.add_argument("--test-fraction", type=fraction, default=None,
+                         help="share of the samples held out as the second test set, chosen by id hash "
+                              "(default 0.25)")
+    samples.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
     # serve parses its own options (edge_runtime/serve/server.py), so nothing of it loads unless it runs.
     serve = commands.add_parser("serve", add_help=False, prefix_chars="\0",
                                 help="the model as an HTTP service: API, page, metrics (needs [serve]; serve --help)")
@@ -124,7 +144,8 @@ def build_parser():
 
 def main(argv=None):
     arguments = build_parser().parse_args(argv)
-    handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info, "serve": run_serve}
+    handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info,
+                "samples": run_samples, "serve": run_serve}
     try:
         status = handlers[arguments.command](arguments)
         sys.stdout.flush()
@@ -422,6 +443,31 @@ def run_info(arguments):
         print(f"{'size':<14} {entry.bytes:,} bytes")
         print(f"{'accuracy':<14} {100 * entry.test_accuracy:.2f}% at export "
               f"(float model {100 * document.float_accuracy:.2f}%)")
+    return 0
+
+
+def run_samples(arguments):
+    from edge_runtime import samples
+
+    collected, problems = samples.read_folder(arguments.folder)
+    for problem in problems:
+        print(f"note: skipping {problem}", file=sys.stderr)
+    counts = samples.summary(collected)
+    written = None
+    if arguments.out is not None:
+        fraction = samples.DEFAULT_TEST_FRACTION if arguments.test_fraction is None else arguments.test_fraction
+        train, test = samples.write_keras_npz(collected, arguments.out, fraction)
+        written = {"path": str(arguments.out), "train": train, "test": test}
+    if arguments.json:
+        print(json.dumps({**counts, "unreadable": problems, "written": written}, indent=2))
+        return 0
+    float_part = (f", float model right on {counts['float_right']}/{counts['with_float']}" if counts["with_float"] else "")
+    print(f"{arguments.folder}: {counts['samples']} labelled samples, int8 model right on "
+          f"{counts['int8_right']}/{counts['samples']}{float_part}")
+    if counts["per_label"]:
+        print("per label: " + "  ".join(f"{label}:{count}" for label, count in counts["per_label"].items()))
+    if written:
+        print(f"wrote {written['path']}: {written['train']} to train on (x_train), {written['test']} to test on (x_test)")
     return 0
 
 

@@ -1,7 +1,7 @@
 """How accurate `predict` is on the handwriting set, against the reference preparation, per style.
 
 Both preparations feed the same model, so their accuracies are compared image by image (exact
-McNemar test and a paired interval, from compare.statistics), overall and for each style.
+McNemar test and a paired interval, from edge_runtime.statistics), overall and for each style.
 """
 
 import dataclasses
@@ -9,8 +9,7 @@ import pathlib
 
 import numpy as np
 
-from compare import statistics
-from edge_runtime import errors, images
+from edge_runtime import errors, images, statistics
 from handwriting import generate, reference
 
 

@@ -1,9 +1,8 @@
 """Bundles and a real `mnist-edge serve` process for the tests (ServeProcess lives in benchmarks/http_load.py)."""
 
+import json
 import pathlib
 import shutil
-
-import json
 
 import numpy as np
 
@@ -32,3 +31,22 @@ def make_bundle(artifacts, destination, test_images=None, test_labels=None):
                                                  images=len(test_labels))
         (destination / "manifest.json").write_text(json.dumps(document, indent=2))
     return destination
+
+
+def call_json(server, method, path, document=None, body=None, headers=None, token=None):
+    """One request on a fresh connection, `document` sent as JSON; return (status, decoded JSON answer)."""
+    import http.client
+
+    headers = dict(headers or {})
+    if document is not None:
+        body = json.dumps(document).encode()
+        headers.setdefault("Content-Type", "application/json")
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from compare import analysis, layer_errors, report, runs, statistics
+from compare import analysis, layer_errors, report, runs
+from edge_runtime import statistics
 
 IMAGES = 200
 CLASSES = tuple(str(digit) for digit in range(10))

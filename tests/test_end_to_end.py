@@ -207,3 +207,23 @@ def test_compare_gate_fails_naming_the_model_and_ranks_layers(trained, untrained
     assert "points below the float model's 98." in result.stderr and "(tolerance 0.50)" in result.stderr
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Quantization error by layer (TFLite)" in text and "| CONV_2D |" in text
+
+
+def test_compare_tests_every_model_on_a_second_test_set_too(trained, mnist, tmp_path):
+    """`make compare EXTRA_DATA=samples.npz`: the x_test of a Keras-layout file (what `mnist-edge
+    samples --out` writes) is a second test set; the report has both, figures checked by hand."""
+    second = tmp_path / "samples.npz"
+    np.savez(second, x_train=mnist.x_test[:5], y_train=mnist.y_test[:5],
+             x_test=mnist.x_test[9000:9300], y_test=mnist.y_test[9000:9300])
+    result = run_cli("-m", "compare", "--artifacts", str(trained), "--output-dir", str(tmp_path / "report"),
+                     "--no-speed", "--second-test-set", str(second))
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["images"] == 10000 and saved["second_test_set"]["images"] == 300
+    rows = {(row["model"], row["runtime"]): row for row in saved["second_test_set"]["rows"]}
+    int8_labels = bare_litert_int8_outputs(trained / "model_int8.tflite", mnist.x_test[9000:9300]).argmax(axis=1)
+    assert rows[("model_int8.tflite", "litert")]["accuracy"] == np.mean(int8_labels == mnist.y_test[9000:9300])
+    assert saved["second_test_set"]["gate"]["passed"] is True
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert f"## Second test set: {second} (300 images)" in text and "**Gate on this set:** passed." in text
+    assert f"Second test set ({second}):" in result.stdout

@@ -114,6 +114,9 @@ def test_api_calls_need_the_token_and_probes_do_not(server):
         assert "Authorization: Bearer" in error_of(body)
         status, _, _ = call(server, "POST", "/api/predict", body=b"x", headers={"Content-Type": "image/png"}, token=token)
         assert status == 401
+        status, _, _ = call(server, "POST", "/api/feedback", body=b'{"id": "x", "label": 1}',
+                            headers={"Content-Type": "application/json"}, token=token)
+        assert status == 401
     assert call(server, "GET", "/healthz", token=None)[0] == 200
     assert json.loads(call(server, "GET", "/readyz", token=None)[2]) == {"ready": True}
     assert call(server, "GET", "/metrics", token=None)[0] == 200
@@ -175,7 +178,7 @@ def test_json_pixels_one_image_or_a_batch_match_the_classifier(server, bundle):
 
 @pytest.mark.parametrize("method, path, status", [
     ("PUT", "/api/predict", 405), ("GET", "/api/predict", 405), ("DELETE", "/api/info", 405),
-    ("POST", "/healthz", 405), ("GET", "/no/such/page", 404), ("POST", "/", 405),
+    ("POST", "/healthz", 405), ("GET", "/no/such/page", 404), ("POST", "/", 405), ("GET", "/api/feedback", 405),
 ])
 def test_wrong_methods_and_paths(server, method, path, status):
     got, headers, body = call(server, method, path)

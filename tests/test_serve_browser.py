@@ -71,7 +71,8 @@ def page(browser, trained_bundle, tmp_path_factory):
 
     token_file = tmp_path_factory.mktemp("browser-token") / "token"
     token_file.write_text(TOKEN)
-    with ServeProcess(trained_bundle, "--token-file", str(token_file), "--self-check-images", "1000") as server:
+    with ServeProcess(trained_bundle, "--token-file", str(token_file), "--self-check-images", "1000",
+                      "--shadow-rate", "1") as server:
         browser.get(server.url + "/")
         form = browser.find_element(By.ID, "token-form")
         WebDriverWait(browser, 20).until(lambda _: form.is_displayed())
@@ -183,3 +184,75 @@ def test_fits_a_phone_screen_without_console_errors(page):
     errors = [entry for entry in page.get_log("browser")
               if entry["level"] == "SEVERE" and "/api/info" not in entry["message"] and "401" not in entry["message"]]
     assert not errors, json.dumps(errors, indent=1)
+
+
+def live_figures_as_the_page_writes_them(live):
+    """/api/info's live figures in the page's own format (app.js: proportionText, changeText)."""
+
+    def percent(value):
+        return f"{100 * value:.2f}%"
+
+    def proportion(figure):
+        if figure["trials"] == 0:
+            return "none yet"
+        low, high = figure["interval"]
+        return f"{percent(figure['value'])} of {figure['trials']} [{percent(low)}, {percent(high)}]"
+
+    def points(value):
+        return ("+" if value >= 0 else "") + f"{value:.2f}"
+
+    change = live["accuracy"]["change"]
+    if change is None:
+        change_text = "none yet"
+    else:
+        p_value = "< 0.001" if change["mcnemar_p"] < 0.001 else f"{change['mcnemar_p']:.3f}"
+        low, high = change["interval_points"]
+        change_text = f"{points(change['points'])} pt [{points(low)}, {points(high)}], McNemar p {p_value}"
+    return {
+        "live-agreement": proportion(live["shadow"]["agreement"]),
+        "live-window": proportion(live["shadow"]["window"]["agreement"]),
+        "live-labelled": str(live["feedback"]["labelled"]),
+        "live-int8": proportion(live["accuracy"]["int8"]),
+        "live-float": proportion(live["accuracy"]["float"]),
+        "live-change": change_text,
+    }
+
+
+def test_right_or_wrong_feedback_and_the_live_panel_match_api_info(page, mnist):
+    """Three drawn digits answered "right?" on the page (one through "No" and the true class): the
+    service counts them, and every figure of the live panel is /api/info's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    status = page.find_element(By.ID, "feedback-status")
+    indices = [int(np.flatnonzero(mnist.y_test == digit)[1]) for digit in (3, 5, 8)]
+    for count, index in enumerate(indices):
+        page.find_element(By.ID, "clear").click()
+        draw(page, mnist.x_test[index], finger=False)
+        shown = answer(page)
+        truth = int(mnist.y_test[index])
+        assert page.find_element(By.ID, "feedback").is_displayed()
+        if count == 0 or shown != truth:  # once through "No" and the class buttons, whatever the page said
+            page.find_element(By.ID, "feedback-no").click()
+            page.find_element(By.CSS_SELECTOR, f'#class-buttons button[data-label="{truth}"]').click()
+        else:
+            page.find_element(By.ID, "feedback-yes").click()
+        state = WebDriverWait(page, 30).until(
+            lambda _: status.get_attribute("data-state") in ("done", "error") and status.get_attribute("data-state"))
+        assert state == "done", status.text
+        assert f"counted as {truth}" in status.text and "float model said" in status.text
+        assert not page.find_element(By.ID, "feedback-yes").is_enabled()  # once per prediction
+    info = page.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('api/info', {headers: {Authorization: 'Bearer ' + localStorage.getItem('mnist-edge-token')}})"
+        ".then((response) => response.json()).then(done);")
+    live = info["live"]
+    assert live["feedback"]["labelled"] == 3 and live["accuracy"]["int8"]["trials"] == 3
+    assert live["shadow"]["agreement"]["trials"] >= 13  # every prediction of this page was shadowed
+    shown = {key: page.find_element(By.ID, key).text for key in live_figures_as_the_page_writes_them(live)}
+    print(json.dumps(shown, indent=1))
+    assert shown == live_figures_as_the_page_writes_them(live)
+    page.execute_script("document.getElementById('live-panel').scrollIntoView()")
+    save_screenshot(page, "serve-live-panel.png")
+    page.find_element(By.ID, "live-panel").screenshot(str(save_screenshot(page, "serve-page-feedback.png").with_name(
+        "serve-live-panel-only.png")))

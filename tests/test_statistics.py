@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from compare import statistics
+from edge_runtime import statistics
 
 
 def _paired(both_right, only_reference_right, only_candidate_right, both_wrong, seed=0):
@@ -281,3 +281,16 @@ def test_label_functions_reject_bad_input(labels, predictions):
         statistics.confusion_matrix(np.array(labels), np.array(predictions), 10)
     with pytest.raises(ValueError):
         statistics.per_class_accuracy(np.array(labels), np.array(predictions), 10)
+
+
+def test_counts_give_what_the_flags_give():
+    reference, candidate = _paired(80, 7, 3, 10)
+    from_flags = statistics.paired_comparison(reference, candidate)
+    from_counts = statistics.paired_comparison_from_counts(80, 7, 3, 10)
+    assert from_counts == from_flags and from_counts["discordant"] == 10 and from_counts["n"] == 100
+
+
+@pytest.mark.parametrize("cells", [(0, 0, 0, 0), (-1, 2, 3, 4), (1.5, 2, 3, 4), (True, 2, 3, 4)])
+def test_counts_are_checked(cells):
+    with pytest.raises(ValueError):
+        statistics.paired_comparison_from_counts(*cells)

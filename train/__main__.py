@@ -20,6 +20,9 @@ def parse_args(argv):
                         help="IDX directory or Keras-layout .npz (default: the pinned MNIST, cached)")
     parser.add_argument("--labels", type=pathlib.Path, default=None, dest="labels_path",
                         help="class names, one a line (default: the digits for MNIST, else labels.txt beside the data)")
+    parser.add_argument("--extra-data", type=pathlib.Path, default=None,
+                        help="a Keras-layout .npz whose training images are added, e.g. collected samples "
+                             "('mnist-edge samples DIR --out samples.npz')")
     parser.add_argument("--cache-dir", type=pathlib.Path, default=None,
                         help="where the verified MNIST cache lives (default: $MNIST_EDGE_CACHE or ~/.cache/mnist-edge)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)

@@ -365,3 +365,26 @@ def load_idx_directory(directory):
         return Dataset(**arrays)
     except DataError as error:
         raise DataError(f"{directory}: {error}") from None
+
+
+def with_extra_training_data(dataset, extra_source):
+    """Return `dataset` with the training images of `extra_source` (a Keras-layout .npz, e.g. from
+    `mnist-edge samples --out`) added *before* its own; its test images are left for compare.
+
+    Before, not after: Keras' `validation_split` holds out the *last* part of the training data, so
+    appended samples would only ever be validated on, never trained on.
+    Raises: DataError when the file is unreadable or its images or labels do not fit `dataset`.
+    """
+    extra = load_dataset(extra_source)
+    if extra.x_train.shape[1:] != dataset.x_train.shape[1:]:
+        raise DataError(f"{extra_source}: images are {extra.x_train.shape[1:]}, the training data's are "
+                        f"{dataset.x_train.shape[1:]}")
+    if int(extra.y_train.max()) >= dataset.num_classes:
+        raise DataError(f"{extra_source}: label {int(extra.y_train.max())} is outside the training data's "
+                        f"{dataset.num_classes} classes")
+    return Dataset(
+        x_train=np.concatenate([extra.x_train, dataset.x_train]),
+        y_train=np.concatenate([extra.y_train.astype(dataset.y_train.dtype), dataset.y_train]),
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+    )

@@ -23,6 +23,7 @@ class TrainConfig:
     output_dir: pathlib.Path = pathlib.Path("artifacts")
     data_source: pathlib.Path | None = None  # None: the pinned MNIST; else IDX directory or .npz
     labels_path: pathlib.Path | None = None  # class names, one a line (default: see data.class_names)
+    extra_data: pathlib.Path | None = None  # a Keras-layout .npz whose x_train/y_train are added (samples)
     cache_dir: pathlib.Path | None = None
     epochs: int = 3
     batch_size: int = 128
@@ -47,6 +48,10 @@ def train(config):
     output_dir = pathlib.Path(config.output_dir)
     prepare_output_dir(output_dir)
     dataset = data.load_dataset(config.data_source, config.cache_dir)
+    if config.extra_data is not None:
+        before = len(dataset.x_train)
+        dataset = data.with_extra_training_data(dataset, config.extra_data)
+        print(f"Extra training data: {len(dataset.x_train) - before:,} images from {config.extra_data}")
     names, names_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
     keras, tf = import_tensorflow()
     print(f"Data: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test images of "

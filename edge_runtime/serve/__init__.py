@@ -3,10 +3,12 @@
 Needs the `[serve]` extra (waitress, prometheus-client). Nothing here is imported by the other
 commands, so `predict`'s cold start does not pay for it. Layout:
 
-- `model.py`: the model behind the service; the only module here that calls into the rest of
-  `edge_runtime` (loading, image preparation, the accuracy gate `eval` uses);
+- `model.py`: the model behind the service and its float reference; the only module here that
+  runs models (loading, image preparation, the accuracy gate `eval` uses);
+- `live.py`: the live checks — shadow agreement, feedback with a paired live accuracy (through
+  `edge_runtime.statistics`, as compare), collection into a samples folder (`edge_runtime.samples`);
 - `app.py`: the WSGI application (routes, token, limits, errors, security headers);
-- `requests.py`: reading request bodies (image bytes, multipart `file`, JSON pixels);
+- `bodies.py`: reading request bodies (image bytes, multipart `file`, JSON pixels, feedback);
 - `metrics.py`: Prometheus metrics;
 - `server.py`: options, the start-up self-check, waitress;
 - `static/`: the page (HTML, JS, CSS), shipped in the wheel.

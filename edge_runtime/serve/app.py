@@ -3,8 +3,9 @@
     GET  /              the page (static files shipped in the wheel)
     GET  /api/info      model, sha256, backend, input shape, class names, accuracy, self-check
     POST /api/predict   an image file (image/*, or multipart field `file`) or JSON pixels
+    POST /api/feedback  {"id": <a prediction's id>, "label": <the true class>}: the live checks
     GET  /healthz       the process is alive
-    GET  /readyz        the start-up self-check passed (else 503)
+    GET  /readyz        the start-up self-check passed, and live agreement holds if that gates (else 503)
     GET  /metrics       Prometheus text
 
 A refused request gets a 4xx and {"error": "<one line>"}, the line the CLI would print. A 500 is
@@ -74,19 +75,21 @@ class Application:
     prediction; the metrics are one, and checks that watch live traffic can be others.
     """
 
-    def __init__(self, served, settings, metrics, self_check):
+    def __init__(self, served, settings, metrics, self_check, live=None):
         self.served = served
         self.settings = settings
         self.metrics = metrics
         self.self_check = self_check
+        self.live = live  # live.LiveChecks, or None
         self.class_names = served.class_names
-        self.prediction_listeners = [self.count_predictions]
+        self.prediction_listeners = [self.count_predictions] + ([live.after_prediction] if live else [])
         self.static = {path: (read_static(name), content_type) for path, (name, content_type) in STATIC_FILES.items()}
         api, probes = settings.token is not None, settings.token is not None and settings.probes_need_token
         self.routes = {path: Route(("GET", "HEAD"), self.static_file, False) for path in STATIC_FILES}
         self.routes.update({
             "/api/info": Route(("GET", "HEAD"), self.info, api),
             "/api/predict": Route(("POST",), self.predict, api),
+            "/api/feedback": Route(("POST",), self.feedback, api),
             "/healthz": Route(("GET", "HEAD"), self.healthz, probes),
             "/readyz": Route(("GET", "HEAD"), self.readyz, probes),
             "/metrics": Route(("GET", "HEAD"), self.prometheus, probes),
@@ -94,7 +97,10 @@ class Application:
 
     @property
     def ready(self):
-        return self.self_check is not None and self.self_check.passed
+        return self.self_check is not None and self.self_check.passed and self.live_problem() is None
+
+    def live_problem(self):
+        return None if self.live is None else self.live.readiness_problem()
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -139,6 +145,7 @@ class Application:
             "ready": self.ready,
             "token_required": self.settings.token is not None,
             "max_body_bytes": self.settings.max_body_bytes,
+            "live": None if self.live is None else self.live.snapshot(),
         })
 
     def healthz(self, environ):
@@ -147,8 +154,12 @@ class Application:
     def readyz(self, environ):
         if self.ready:
             return json_response(200, {"ready": True})
-        reason = ("the start-up self-check was skipped (--self-check-images 0)" if self.self_check is None
-                  else "; ".join(self.self_check.failures))
+        if self.self_check is None:
+            reason = "the start-up self-check was skipped (--self-check-images 0)"
+        elif not self.self_check.passed:
+            reason = "; ".join(self.self_check.failures)
+        else:
+            reason = self.live_problem()
         return json_response(503, {"ready": False, "reason": reason})
 
     def prometheus(self, environ):
@@ -185,9 +196,18 @@ class Application:
         answer["timing_ms"] = {
             "prepare": 1000 * (prepared_at - started),
             "model": 1000 * outcome.seconds,
+            **answer.get("timing_ms", {}),  # a listener's own share, e.g. the shadow float model's
             "total": 1000 * (time.perf_counter() - started),
         }
         return json_response(200, answer)
+
+    def feedback(self, environ):
+        if self.live is None:
+            raise bodies.HTTPError(404, "this service takes no feedback (it runs without live checks)")
+        if bodies.media_type(environ) not in ("application/json", ""):
+            raise bodies.HTTPError(415, 'feedback is JSON: {"id": "<prediction id>", "label": <class index or name>}')
+        body = bodies.read_body(environ, min(self.settings.max_body_bytes, bodies.MAX_FEEDBACK_BYTES))
+        return json_response(200, self.live.feedback(bodies.json_document(body)))
 
     def top_k(self, query):
         values = urllib.parse.parse_qs(query).get("top_k", ["3"])
@@ -204,6 +224,7 @@ class Application:
         pixels = np.rint(prepared.pixels * 255).astype(np.uint8)
         return [
             {
+                "id": uuid.uuid4().hex,  # what POST /api/feedback names
                 "name": name,
                 "label": int(best[0]),
                 "class_name": self.class_names[best[0]],

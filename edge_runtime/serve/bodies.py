@@ -6,6 +6,8 @@ Every problem raises HTTPError with a status and a one-line message; nothing her
 import json
 import re
 
+MAX_FEEDBACK_BYTES = 10_000  # an id and a label: anything longer is not feedback
+
 
 class HTTPError(Exception):
     """A request the service refuses: an HTTP status and a one-line message for {"error": ...}."""
@@ -66,12 +68,17 @@ def multipart_file(body, content_type, field="file"):
     raise HTTPError(400, f"multipart body has no field {field!r} (send the image as field 'file')")
 
 
+def json_document(body):
+    """The decoded JSON body; HTTPError 400 with the decoder's one line when it is not JSON."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise HTTPError(400, f"request body is not valid JSON: {error}") from None
+
+
 def json_pixels(body):
     """Return the `pixels` of a JSON body {"pixels": (28, 28) or (N, 28, 28) numbers}."""
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise HTTPError(400, f"request body is not valid JSON: {error}") from None
+    document = json_document(body)
     if not isinstance(document, dict) or "pixels" not in document:
         raise HTTPError(400, 'JSON body must be an object {"pixels": [[...28 numbers...] × 28]} or a batch of them')
     return document["pixels"]

@@ -5,6 +5,7 @@ are few, so a scraping Prometheus and this process's memory both stay small unde
 """
 
 import prometheus_client
+from prometheus_client import core
 
 # Request latency on a Pi runs from a fraction of a millisecond (pixels) to a second (a large photo).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -60,6 +61,91 @@ class Metrics:
     def record_prediction(self, class_name):
         self.predictions.labels(class_name=class_name).inc()
 
+    def watch_live(self, snapshot):
+        """Publish the live checks: `snapshot()` (LiveChecks.snapshot) is read at each scrape, so
+        /metrics and /api/info show the same figures."""
+        self.registry.register(LiveCollector(snapshot))
+
     def exposition(self):
         """Return (body bytes, content type) in Prometheus' text format."""
         return prometheus_client.generate_latest(self.registry), prometheus_client.CONTENT_TYPE_LATEST
+
+
+class LiveCollector:
+    """The live checks' figures as Prometheus metrics, made from one snapshot per scrape."""
+
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+
+    def describe(self):
+        return []  # no fixed set: figures without data yet (no labels) are left out
+
+    def collect(self):
+        live = self.snapshot()
+        shadow, feedback, accuracy = live["shadow"], live["feedback"], live["accuracy"]
+        rate = core.GaugeMetricFamily("mnist_edge_shadow_rate", "Share of predicted images also run by the float reference.")
+        rate.add_metric([], shadow["rate"])
+        yield rate
+        shadowed = core.CounterMetricFamily("mnist_edge_shadow_images", "Images also run by the float reference.")
+        shadowed.add_metric([], shadow["agreement"]["trials"])
+        yield shadowed
+        agreed = core.CounterMetricFamily("mnist_edge_shadow_agreements", "Shadowed images where int8 and float gave the same label.")
+        agreed.add_metric([], shadow["agreement"]["successes"])
+        yield agreed
+        agreement = core.GaugeMetricFamily(
+            "mnist_edge_shadow_agreement_ratio",
+            "int8-float top-1 agreement on shadowed images, since start (scope=all) or over the last N (scope=window), "
+            "with its exact 95% interval (bound=low/high).", labels=("scope", "bound"))
+        for scope, figure in (("all", shadow["agreement"]), ("window", shadow["window"]["agreement"])):
+            add_proportion(agreement, [scope], figure)
+        yield agreement
+        below = core.GaugeMetricFamily("mnist_edge_shadow_window_below_threshold",
+                                       "1 while the agreement over the last N shadowed images is below the threshold.")
+        below.add_metric([], int(shadow["window"]["below"]))
+        yield below
+        refused = core.CounterMetricFamily("mnist_edge_feedback", "Labels received, by outcome.", labels=("result",))
+        refused.add_metric(["labelled"], feedback["labelled"])
+        for reason, count in feedback["refused"].items():
+            refused.add_metric([reason], count)
+        yield refused
+        live_accuracy = core.GaugeMetricFamily(
+            "mnist_edge_live_accuracy_ratio",
+            "Accuracy on labelled images both models answered, with its exact 95% interval (bound=low/high).",
+            labels=("model", "bound"))
+        for model in ("int8", "float"):
+            add_proportion(live_accuracy, [model], accuracy[model])
+        yield live_accuracy
+        pairs = core.GaugeMetricFamily("mnist_edge_live_labelled_pairs", "Labelled images both models answered.")
+        pairs.add_metric([], accuracy["int8"]["trials"])
+        yield pairs
+        change = accuracy["change"]
+        if change is not None:
+            points = core.GaugeMetricFamily(
+                "mnist_edge_live_change_points",
+                "int8 minus float accuracy on labelled images, in points, with the conditional exact 95% interval.",
+                labels=("bound",))
+            points.add_metric(["estimate"], change["points"])
+            points.add_metric(["low"], change["interval_points"][0])
+            points.add_metric(["high"], change["interval_points"][1])
+            yield points
+            p_value = core.GaugeMetricFamily("mnist_edge_live_mcnemar_p", "Exact McNemar p of the int8-float difference.")
+            p_value.add_metric([], change["mcnemar_p"])
+            yield p_value
+        if live["collect"] is not None:
+            collected = core.CounterMetricFamily("mnist_edge_collected_samples", "Labelled samples written to the folder.")
+            collected.add_metric([], live["collect"]["collected"])
+            yield collected
+            kept = core.GaugeMetricFamily("mnist_edge_collect_folder", "Samples kept in the folder, and their bytes.",
+                                          labels=("unit",))
+            kept.add_metric(["samples"], live["collect"]["kept"])
+            kept.add_metric(["bytes"], live["collect"]["bytes"])
+            yield kept
+
+
+def add_proportion(family, labels, figure):
+    """Add a proportion's estimate and interval to `family` (nothing when it has no trials yet)."""
+    if figure["value"] is None:
+        return
+    family.add_metric([*labels, "estimate"], figure["value"])
+    family.add_metric([*labels, "low"], figure["interval"][0])
+    family.add_metric([*labels, "high"], figure["interval"][1])

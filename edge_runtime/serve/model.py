@@ -1,8 +1,9 @@
 """The model behind the service: load it from a bundle, classify uploads and pixels, check it at start-up.
 
-This is the one module of `edge_runtime.serve` that calls into the rest of `edge_runtime`
-(classifier, images, evaluation, manifest and the gate `eval` applies), so that a change of their
-API is a change here alone.
+This is the one module of `edge_runtime.serve` that calls into the model-running rest of
+`edge_runtime` (classifier, images, evaluation, manifest and the gate `eval` applies), so that a
+change of their API is a change here alone. It also holds the float reference model the live
+checks compare with (`classify_float`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 import numpy as np
 
-from edge_runtime import classifier, errors, evaluation, manifest, preparation, preprocessing
+from edge_runtime import backends, classifier, errors, evaluation, manifest, preparation, preprocessing
 
 DEFAULT_MODEL_NAME = manifest.DEFAULT_FILE_NAMES["int8_tflite"]
 
@@ -47,6 +48,7 @@ class Prepared:
 
     pixels: np.ndarray
     names: list
+    upload: bytes = b""  # the file as it was uploaded (empty for JSON pixels), kept for --collect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +69,14 @@ class ServedModel:
     memory and cache misses), so one interpreter and a lock it is.
     """
 
-    def __init__(self, bundle_dir, model, document):
+    def __init__(self, bundle_dir, model, document, reference=None):
         self.bundle_dir = bundle_dir
         self.model = model
         self.document = document
+        self.reference = reference  # the float reference Classifier, or None when the bundle has none
         self.entry = document.files[model.path.name].details
         self._lock = threading.Lock()
+        self._reference_lock = threading.Lock()
 
     @classmethod
     def load(cls, bundle_dir, model_name=DEFAULT_MODEL_NAME, backend=None, threads=1):
@@ -87,7 +91,7 @@ class ServedModel:
         path = bundle_dir / model_name
         document = manifest.read_manifest(bundle_dir / manifest.MANIFEST_NAME)
         model = classifier.Classifier.load(path, backend=backend, threads=threads, check_integrity=True)
-        return cls(bundle_dir, model, document)
+        return cls(bundle_dir, model, document, load_reference(bundle_dir, document, backend, threads))
 
     @property
     def class_names(self):
@@ -117,7 +121,7 @@ class ServedModel:
         if not data:
             raise errors.InputError(f"{name}: empty file, not an image")
         pixels, names = preparation.prepare_files([data], self.model.preparation(), names=[name])
-        return Prepared(pixels=self.as_pictures(pixels), names=names)
+        return Prepared(pixels=self.as_pictures(pixels), names=names, upload=bytes(data))
 
     def as_pictures(self, model_input):
         """(N, H, W, C) model inputs as the page shows them: (N, H, W) when grey."""
@@ -144,6 +148,25 @@ class ServedModel:
         single = array.ndim == len(self.model.input_shape) - (1 if self.model.input_shape[2] == 1 else 0)
         names = [name] if single else [f"{name}[{index}]" for index in range(count)]
         return Prepared(pixels=self.as_pictures(model_input), names=names)
+
+    @property
+    def reference_name(self):
+        return None if self.reference is None else self.reference.path.name
+
+    def classify_float(self, pixels):
+        """Run the float reference on prepared pixels (as in Prepared.pixels); return an Outcome.
+
+        Its own lock: the float model and the served one can run at the same time.
+        Raises: InputError when the bundle has no float reference (callers check `reference` first).
+        """
+        if self.reference is None:
+            raise errors.InputError(f"{self.bundle_dir}: the bundle has no float reference model")
+        model_input = preprocessing.to_model_input(pixels, self.reference.input_shape)
+        with self._reference_lock:
+            started = time.perf_counter()
+            predictions = self.reference.predict(model_input)
+            seconds = time.perf_counter() - started
+        return Outcome(probabilities=predictions.probabilities, seconds=seconds)
 
     def classify(self, prepared):
         """Run the model on prepared images; return an Outcome."""
@@ -175,12 +198,11 @@ class ServedModel:
         partial = image_count is not None and image_count < len(labels)
         if partial:
             test_images, labels = test_images[:image_count], labels[:image_count]
-        reference_name = document.file_with_role(manifest.ROLE_FLOAT_REFERENCE)
-        reference_path = None if reference_name is None else self.bundle_dir / reference_name
+        reference_path = None if self.reference is None else self.reference.path
         reference = None
-        if reference_path is not None and reference_path.is_file() and reference_path != self.model.path:
-            reference_model = classifier.Classifier.load(reference_path, threads=threads)
-            reference = evaluation.evaluate(reference_model, test_images, labels, document)
+        if reference_path is not None and reference_path != self.model.path:
+            with self._reference_lock:
+                reference = evaluation.evaluate(self.reference, test_images, labels, document)
         with self._lock:
             result = evaluation.evaluate(self.model, test_images, labels, document,
                                          float_labels=None if reference is None else reference.labels)
@@ -202,3 +224,22 @@ class ServedModel:
             failures=tuple(failures),
             seconds=time.perf_counter() - started,
         )
+
+
+def load_reference(bundle_dir, document, backend=None, threads=1):
+    """The bundle's float reference model (checked against the manifest), or None when it has none.
+
+    The forced `backend` runs it when it can; the numpy engine runs int8 models only, so a float
+    reference then takes the first installed interpreter that runs float models.
+    """
+    name = document.file_with_role(manifest.ROLE_FLOAT_REFERENCE)
+    if name is None or not (bundle_dir / name).is_file():
+        return None
+    path = bundle_dir / name
+    installed = set(backends.available_backends())
+    usable = [candidate for candidate in backends.interpreters_for(path)
+              if candidate in installed and candidate not in backends.INT8_ONLY_BACKENDS]
+    if not usable:
+        return None
+    chosen = backend if backend in usable else usable[0]
+    return classifier.Classifier.load(path, backend=chosen, threads=threads, check_integrity=True)

@@ -3,6 +3,7 @@
 Start-up order: load the model (checked against the manifest), run the self-check on the bundled
 test set with `eval`'s gate, and only then open the port. A failed check exits with status 3 and
 the line `eval` prints, unless --allow-failed-self-check (then /readyz answers 503).
+While serving, the live checks (live.py) compare with the float model on live traffic.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ class ServeConfig:
     self_check_images: int | None = None
     tolerance: float | None = None  # None: the manifest's
     allow_failed_self_check: bool = False
+    shadow_rate: float = 1.0  # see README: the float model costs about what int8 does per image
+    agreement_window: int = 200
+    min_agreement: float = 99.0  # percent
+    unready_below_agreement: bool = False
+    feedback_ids: int = 1000
+    feedback_seconds: float = 600.0
+    collect: pathlib.Path | None = None
+    collect_max_samples: int = 10_000
+    collect_max_bytes: int = 500_000_000
 
 
 def build_parser():
@@ -66,6 +76,27 @@ def build_parser():
                              "(default: the manifest's, as eval)")
     parser.add_argument("--allow-failed-self-check", action="store_true",
                         help="serve even when the self-check fails (/readyz answers 503)")
+    live = parser.add_argument_group("live checks against the bundle's float reference")
+    live.add_argument("--shadow-rate", type=float, default=ServeConfig.shadow_rate,
+                      help="share of predicted images the float model also runs, 0..1 (default 1: on one core it "
+                           "costs about what the int8 model does, a few percent of a request)")
+    live.add_argument("--agreement-window", type=int, default=ServeConfig.agreement_window,
+                      help="shadowed images the threshold looks at (default 200)")
+    live.add_argument("--min-agreement", type=float, default=ServeConfig.min_agreement,
+                      help="warn when int8-float agreement over the window falls below this percentage (default 99)")
+    live.add_argument("--unready-below-agreement", action="store_true",
+                      help="also answer 503 on /readyz while the agreement is below --min-agreement")
+    live.add_argument("--feedback-ids", type=int, default=ServeConfig.feedback_ids,
+                      help="predictions kept for feedback, newest (default 1000)")
+    live.add_argument("--feedback-seconds", type=float, default=ServeConfig.feedback_seconds,
+                      help="how long a prediction can be labelled (default 600)")
+    live.add_argument("--collect", type=pathlib.Path, default=None,
+                      help="keep every labelled input in this folder (off by default: nothing a user sends is "
+                           "written without it); 'mnist-edge samples DIR --out samples.npz' turns it into training data")
+    live.add_argument("--collect-max-samples", type=int, default=ServeConfig.collect_max_samples,
+                      help="samples kept, oldest out first (default 10000)")
+    live.add_argument("--collect-max-bytes", type=int, default=ServeConfig.collect_max_bytes,
+                      help="bytes kept, oldest out first (default 500000000)")
     return parser
 
 
@@ -75,7 +106,14 @@ def parse_config(argv):
     config = ServeConfig(**vars(arguments))
     if not 0 <= config.port <= 65535:
         raise errors.InputError(f"--port must be 0..65535, got {config.port}")
-    for name in ("threads", "workers", "max_body_bytes"):
+    if not 0.0 <= config.shadow_rate <= 1.0:
+        raise errors.InputError(f"--shadow-rate must be 0..1, got {config.shadow_rate}")
+    if not 0.0 <= config.min_agreement <= 100.0:
+        raise errors.InputError(f"--min-agreement must be a percentage 0..100, got {config.min_agreement}")
+    if not config.feedback_seconds > 0:
+        raise errors.InputError(f"--feedback-seconds must be more than 0, got {config.feedback_seconds}")
+    for name in ("threads", "workers", "max_body_bytes", "agreement_window", "feedback_ids",
+                 "collect_max_samples", "collect_max_bytes"):
         if getattr(config, name) < 1:
             raise errors.InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.self_check_images is not None and config.self_check_images < 0:
@@ -118,7 +156,7 @@ def main(argv):
     try:
         import waitress.server  # noqa: F401  (checked here, before the minute a self-check may take)
 
-        from edge_runtime.serve import app, metrics, model
+        from edge_runtime.serve import app, live, metrics, model
     except ImportError as error:
         raise errors.BackendUnavailableError(
             f"serve needs the [serve] extra ({error.name} is missing): pip install 'mnist-edge[serve]'") from None
@@ -139,8 +177,10 @@ def main(argv):
             log("serving anyway (--allow-failed-self-check): /readyz answers 503")
     counters = metrics.Metrics(description["model"], description["sha256"], description["backend"])
     counters.record_self_check(check)
+    checks = live_checks(config, served, live)
+    counters.watch_live(checks.snapshot)
     application = app.Application(served, app.Settings(token=token, probes_need_token=config.probes_need_token,
-                                                       max_body_bytes=config.max_body_bytes), counters, check)
+                                                       max_body_bytes=config.max_body_bytes), counters, check, checks)
     if token is None and not is_loopback(config.host):
         log(f"warning: listening on {config.host} without --token-file: anyone who can reach this port can use the API")
     server = create_server(application, config)
@@ -156,6 +196,29 @@ def main(argv):
         server.close()
     log("stopped")
     return 0
+
+
+def live_checks(config, served, live):
+    """The LiveChecks `config` asks for, after one log line saying what they do."""
+    from edge_runtime import samples
+
+    folder = None
+    if config.collect is not None:
+        folder = samples.SampleFolder(config.collect, config.collect_max_samples, config.collect_max_bytes)
+    settings = live.LiveSettings(
+        shadow_rate=config.shadow_rate, window=config.agreement_window, min_agreement=config.min_agreement / 100,
+        unready_below=config.unready_below_agreement, id_count=config.feedback_ids, id_seconds=config.feedback_seconds)
+    if served.reference is None:
+        log("live checks: the bundle has no float reference this machine can run: no shadow agreement, "
+            "feedback counts int8 accuracy only")
+    else:
+        log(f"live checks: shadow rate {config.shadow_rate:g} against {served.reference_name}, agreement threshold "
+            f"{config.min_agreement:g}% over the last {config.agreement_window} shadowed images"
+            + (" (and /readyz 503)" if config.unready_below_agreement else ""))
+    if folder is not None:
+        log(f"collecting labelled inputs into {folder.directory} ({folder.count} there; at most "
+            f"{folder.max_samples} samples and {folder.max_bytes:,} bytes, oldest out first)")
+    return live.LiveChecks(served, settings, log, folder)
 
 
 def stop_on_signal(signum, frame):

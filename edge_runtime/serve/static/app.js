@@ -4,7 +4,7 @@
 
 const TOKEN_KEY = "mnist-edge-token";
 const INK_WIDTH = 18; // on the 280-pixel pad: about MNIST's stroke width once scaled to its 20-pixel box
-const state = { sent: 0, info: null, drawing: false, last: null, strokes: 0 };
+const state = { sent: 0, info: null, drawing: false, last: null, strokes: 0, prediction: null };
 const byId = (id) => document.getElementById(id);
 
 function authorization() {
@@ -48,6 +48,8 @@ async function loadInfo() {
     byId("model-line").textContent =
       `${info.model} · ${info.backend} · sha256 ${String(info.sha256).slice(0, 12)}… · classes ${info.class_names.join(" ")}`;
     showSelfCheck(info);
+    showClassButtons(info.class_names);
+    showLive(info.live);
   } catch (error) {
     byId("model-line").textContent = error.message;
   }
@@ -76,6 +78,8 @@ async function classify(body, headers, source) {
     const answer = await api("api/predict", { method: "POST", body, headers });
     if (sequence !== state.sent) return;
     showAnswer(answer, performance.now() - started);
+    await refreshLive(); // the shadow agreement moved
+    if (sequence !== state.sent) return;
     setStatus("done", `Classified ${source}.`);
   } catch (error) {
     if (sequence === state.sent) setStatus("error", error.message);
@@ -102,9 +106,110 @@ function showAnswer(answer, roundTripMs) {
     return item;
   }));
   drawSeen(prediction.input);
+  askForFeedback(prediction);
   const timing = answer.timing_ms;
   byId("latency").textContent = `server ${timing.total.toFixed(1)} ms (model ${timing.model.toFixed(2)} ms), ` +
     `round trip ${roundTripMs.toFixed(0)} ms`;
+}
+
+// "Right?": the person's answer goes to POST /api/feedback, once per prediction.
+function askForFeedback(prediction) {
+  state.prediction = prediction;
+  const box = byId("feedback");
+  box.hidden = !(state.info && state.info.live);
+  byId("feedback-yes").disabled = byId("feedback-no").disabled = false;
+  byId("feedback-classes").hidden = true;
+  setFeedbackStatus("idle", "");
+}
+
+function setFeedbackStatus(stateName, text) {
+  const status = byId("feedback-status");
+  status.dataset.state = stateName;
+  status.textContent = text;
+}
+
+function showClassButtons(names) {
+  byId("class-buttons").replaceChildren(...names.map((name, index) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = name;
+    button.dataset.label = index;
+    button.addEventListener("click", () => sendFeedback(index));
+    return button;
+  }));
+}
+
+async function sendFeedback(label) {
+  const prediction = state.prediction;
+  if (!prediction) return;
+  byId("feedback-yes").disabled = byId("feedback-no").disabled = true;
+  byId("feedback-classes").hidden = true;
+  setFeedbackStatus("busy", "Sending…");
+  try {
+    const answer = await api("api/feedback", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id: prediction.id, label }),
+    });
+    if (state.prediction !== prediction) return;
+    const floatPart = answer.float_label === null ? "" :
+      ` The float model said ${state.info.class_names[answer.float_label]}.`;
+    setFeedbackStatus("done", `Thanks: counted as ${answer.class_name}.${floatPart}` +
+      (answer.collected ? " Kept for retraining." : ""));
+    showLive(answer.live);
+  } catch (error) {
+    if (state.prediction === prediction) setFeedbackStatus("error", error.message);
+  }
+}
+
+// The live panel: the same figures as /api/info's "live", formatted one way (the browser test
+// formats /api/info's numbers the same way and compares).
+const percent = (value) => (100 * value).toFixed(2) + "%";
+
+function proportionText(figure) {
+  if (figure.trials === 0) return "none yet";
+  return `${percent(figure.value)} of ${figure.trials} [${percent(figure.interval[0])}, ${percent(figure.interval[1])}]`;
+}
+
+function pointsText(value) {
+  return (value >= 0 ? "+" : "") + value.toFixed(2);
+}
+
+function changeText(change) {
+  if (change === null) return "none yet";
+  const p = change.mcnemar_p < 0.001 ? "< 0.001" : change.mcnemar_p.toFixed(3);
+  return `${pointsText(change.points)} pt [${pointsText(change.interval_points[0])}, ` +
+    `${pointsText(change.interval_points[1])}], McNemar p ${p}`;
+}
+
+function showLive(live) {
+  const panel = byId("live-panel");
+  panel.hidden = !live;
+  if (!live) return;
+  state.info.live = live;
+  if (live.reference === null) {
+    byId("live-note").textContent = "This bundle has no float reference this device can run: int8 accuracy only.";
+  }
+  const recent = live.shadow.window;
+  byId("live-agreement").textContent = proportionText(live.shadow.agreement);
+  byId("live-window-label").textContent = `Agreement, last ${recent.size} shadowed images`;
+  const windowCell = byId("live-window");
+  windowCell.textContent = proportionText(recent.agreement) +
+    (recent.below ? ` — below ${percent(recent.min_agreement)}` : "");
+  windowCell.className = recent.below ? "warning" : "";
+  byId("live-labelled").textContent = String(live.feedback.labelled);
+  byId("live-int8").textContent = proportionText(live.accuracy.int8);
+  byId("live-float").textContent = proportionText(live.accuracy.float);
+  byId("live-change").textContent = changeText(live.accuracy.change);
+}
+
+async function refreshLive() {
+  try {
+    const info = await api("api/info");
+    state.info = info;
+    showLive(info.live);
+  } catch (error) {
+    // The next prediction or label tries again; the answer itself was shown.
+  }
 }
 
 function drawSeen(rows) {
@@ -229,7 +334,15 @@ function setUpToken() {
   });
 }
 
+function setUpFeedback() {
+  byId("feedback-yes").addEventListener("click", () => sendFeedback(state.prediction.label));
+  byId("feedback-no").addEventListener("click", () => {
+    byId("feedback-classes").hidden = false;
+  });
+}
+
 setUpToken();
+setUpFeedback();
 setUpPad();
 setUpPhoto();
 setUpCamera();

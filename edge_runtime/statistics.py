@@ -1,4 +1,4 @@
-"""Exact, paired statistics for comparing two classifiers on the same test images.
+"""Exact, paired statistics for comparing two classifiers on the same images (compare and serve both use it).
 
 Every model in the comparison is run on the *same* test images, so the two accuracies are not
 independent samples: an image that is easy for the float model is usually easy for the int8 model
@@ -151,14 +151,32 @@ def paired_comparison(reference_correct, candidate_correct, confidence=0.95):
         raise ValueError(f"shapes differ: reference {reference.shape}, candidate {candidate.shape}")
     if reference.ndim != 1:
         raise ValueError(f"expected 1-D arrays (one flag per image), got shape {reference.shape}")
-    n = int(reference.shape[0])
+    if reference.shape[0] == 0:
+        raise ValueError("no images to compare")
+    return paired_comparison_from_counts(
+        both_right=int(np.sum(reference & candidate)),
+        only_reference_right=int(np.sum(reference & ~candidate)),
+        only_candidate_right=int(np.sum(~reference & candidate)),
+        both_wrong=int(np.sum(~reference & ~candidate)),
+        confidence=confidence,
+    )
+
+
+def paired_comparison_from_counts(both_right, only_reference_right, only_candidate_right, both_wrong,
+                                  confidence=0.95):
+    """`paired_comparison` from the four cells of the paired table instead of per-image flags.
+
+    A running service keeps these four counts (memory that does not grow with traffic); compare
+    has the flags. Both end here, so the same pairs give the same numbers.
+    Raises: ValueError for negative or non-integer counts, or no pairs at all.
+    """
+    cells = (both_right, only_reference_right, only_candidate_right, both_wrong)
+    if any(isinstance(cell, bool) or not isinstance(cell, (int, np.integer)) or cell < 0 for cell in cells):
+        raise ValueError(f"the four counts must be integers >= 0, got {cells}")
+    both_right, only_reference_right, only_candidate_right, both_wrong = (int(cell) for cell in cells)
+    n = both_right + only_reference_right + only_candidate_right + both_wrong
     if n == 0:
         raise ValueError("no images to compare")
-
-    both_right = int(np.sum(reference & candidate))
-    both_wrong = int(np.sum(~reference & ~candidate))
-    only_reference_right = int(np.sum(reference & ~candidate))
-    only_candidate_right = int(np.sum(~reference & candidate))
     discordant = only_reference_right + only_candidate_right
 
     if discordant == 0:
