@@ -10,7 +10,7 @@ from edge_runtime.cli import OneLineParser
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from export import pipeline, to_onnx, validation
-from train import data
+from train import command, data
 
 
 def parse_args(argv):
@@ -40,22 +40,15 @@ def parse_args(argv):
 
 def main(argv=None):
     arguments = vars(parse_args(argv))
-    try:
+
+    def stage():
         tolerances = validation.Tolerances(
             int8_max_accuracy_drop_points=arguments.pop("max_int8_drop"),
             float_max_probability_difference=arguments.pop("float_probability_tolerance"),
         )
         pipeline.run_export(pipeline.ExportConfig(tolerances=tolerances, **arguments))
-    except (ValueError, FileNotFoundError, data.DataError, validation.ExportValidationError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # writing an output: a full disk, a read-only or vanished directory
-        print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return command.run(stage, (ValueError, FileNotFoundError, data.DataError, validation.ExportValidationError))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import io
 import re
 import warnings
 
+from edge_runtime import backends
+
 
 def convert_float(keras_model):
     """Return the float32 TFLite flatbuffer (bytes) of `keras_model`."""
@@ -54,7 +56,8 @@ def run_converter(converter):
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         try:
-            return converter.convert()
+            # The converter's own C++ lines ("fully_quantize: 0, ...") stay out of the user's stderr.
+            return backends.without_native_stderr(converter.convert)
         except convert_phase.ConverterError as error:
             raise UnsupportedOpError(f"TFLite conversion failed: {unsupported_ops(str(error))}") from None
 

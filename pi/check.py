@@ -130,6 +130,7 @@ class Device:
         environment = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": HOME, "USER": "pi", "LANG": "C.UTF-8", "QEMU_CPU": cpu,
+            "MNIST_EDGE_NATIVE_LOG": "1",  # XNNPACK's start-up line is the evidence that it runs
             # pip needs the host's CA bundle (it may hold a local proxy's certificate).
             "PIP_CERT": "/etc/ssl/host-ca-bundle.crt", "SSL_CERT_FILE": "/etc/ssl/host-ca-bundle.crt",
             "PIP_CACHE_DIR": PIP_CACHE, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
@@ -434,7 +435,7 @@ def main(argv=None):
             step = time.monotonic()
             log(f"x86 twins with {arguments.x86_python} and tflite-runtime 2.14")
             x86_python = {"litert": arguments.x86_python, "tflite-runtime": install_x86_tflite_runtime(scratch, wheels[0])}
-            x86_environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+            x86_environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "MNIST_EDGE_NATIVE_LOG": "1"}
 
             def on_x86(script, cpu):
                 return timed_run(["/bin/bash", "-c", script], x86_environment, 900, f"[x86] {script[:150]}", cwd=scratch)

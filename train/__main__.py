@@ -9,7 +9,7 @@ from edge_runtime.cli import OneLineParser
 # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from train import data, training
+from train import command, data, training
 
 
 def parse_args(argv):
@@ -34,19 +34,7 @@ def parse_args(argv):
 
 def main(argv=None):
     arguments = parse_args(argv)
-    try:
-        config = training.TrainConfig(**vars(arguments))
-        training.train(config)
-    except (ValueError, data.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # writing an output: a full disk, a read-only or vanished directory
-        print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return command.run(lambda: training.train(training.TrainConfig(**vars(arguments))), (ValueError, data.DataError))
 
 
 if __name__ == "__main__":
