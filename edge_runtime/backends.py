@@ -8,6 +8,7 @@ Interpreter modules are imported only when a model is opened, so importing this 
 
 import importlib
 import importlib.util
+import os
 import pathlib
 
 import numpy as np
@@ -27,6 +28,11 @@ INT8_ONLY_BACKENDS = ("numpy",)
 ONNX_RUNTIMES = {"onnxruntime": ("onnxruntime", "mnist-edge[onnx]")}
 BACKEND_NAMES = (*TFLITE_INTERPRETERS, *ONNX_RUNTIMES)
 TFLITE_IDENTIFIER = b"TFL3"
+# `reference` runs LiteRT, tflite-runtime and TensorFlow Lite with their reference kernels
+# (OpResolverType.BUILTIN_REF: plain C++, no XNNPACK or SIMD paths), whose integer results are the
+# same on every CPU; the numpy engine computes exactly what they do. For bit-exact comparisons.
+KERNELS_ENVIRONMENT_VARIABLE = "MNIST_EDGE_TFLITE_KERNELS"
+KERNELS = ("default", "reference")
 
 
 class TensorInfo:
@@ -134,8 +140,11 @@ class TFLiteBackend:
     def __init__(self, path, name, module, threads):
         self.path = pathlib.Path(path)
         self.name = name
+        options = {}
+        if tflite_kernels() == "reference" and hasattr(module, "OpResolverType"):
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
         try:
-            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
+            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads, **options)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise errors.ModelFileError(f"{self.path}: corrupt or unsupported TFLite model: {first_line(error)}") from None
@@ -160,6 +169,18 @@ class TFLiteBackend:
         self.interpreter.set_tensor(self._input["index"], batch)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output["index"])
+
+
+def tflite_kernels():
+    """The TFLite kernels asked for in MNIST_EDGE_TFLITE_KERNELS: "default" (unset) or "reference".
+
+    Raises: BackendUnavailableError for any other value.
+    """
+    choice = os.environ.get(KERNELS_ENVIRONMENT_VARIABLE) or "default"
+    if choice not in KERNELS:
+        raise errors.BackendUnavailableError(
+            f"{KERNELS_ENVIRONMENT_VARIABLE}={choice!r}: choose from {', '.join(KERNELS)}")
+    return choice
 
 
 def tensor_info(details):
