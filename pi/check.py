@@ -85,8 +85,8 @@ def install_row(device, row, bundle, scratch, wheel):
     started = time.monotonic()
     tasks.copy_layout(device.home, bundle, scratch, [venv.lock for venv in row.venvs])
     installs = device_module.install(device, row, wheel.name)
-    parts = {cpu: device_module.cpu_part(device, cpu) for cpu in row.cpus}
-    return {"installs": installs, "cpu_parts": parts, "seconds": round(time.monotonic() - started, 1)}
+    parts = {cpu: device_module.cpu_identity(device, cpu) for cpu in row.cpus}
+    return {"installs": installs, "cpuinfo": parts, "seconds": round(time.monotonic() - started, 1)}
 
 
 def parse_rootfs(items):
@@ -166,7 +166,7 @@ def main(argv=None):
                     twin = x86_records[tasks.twin_key(run, x86.python(row.venv(run.venv)))]
                     runs.append((run, device_records[(row.name, run.cpu, run.key)], twin))
                 before = len(verdict.failures)
-                verdict.judge_row(row, devices[row.name].home, scratch, runs, x86_reference, setups[row.name]["cpu_parts"])
+                verdict.judge_row(row, devices[row.name].home, scratch, runs, x86_reference, setups[row.name]["cpuinfo"])
                 row_seconds[row.name] = {"install": setups[row.name]["seconds"],
                                          "runs": round(sum(record["seconds"] for _, record, _ in runs), 1),
                                          "passed": len(verdict.failures) == before}

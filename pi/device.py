@@ -135,15 +135,23 @@ def install(device, row, wheel_name):
             "numpy_from": "Debian" if report.get("platform-numpy-path", "").startswith("/usr/lib/python3/") else "pip",
             "pillow": report.get("platform-pillow"),
             "numpy_engine_arithmetic": report.get("platform-numpy-engine-arithmetic"),
-            "machine": report.get("platform-machine"),
+            "machine": report.get("platform-machine"), "backends": report.get("platform-backends"),
         }
         if TENSORFLOW_PACKAGES & {key.lower() for key in frozen}:
             raise CheckFailed(f"{row.name}: the {venv.name} install pulled in TensorFlow or Keras: {sorted(frozen)}")
     return installs
 
 
-def cpu_part(device, cpu):
-    """The "CPU part" the emulated /proc/cpuinfo shows for QEMU_CPU=cpu (None when it shows none)."""
-    result = device.run("grep -m1 '^CPU part' /proc/cpuinfo || true", cpu, timeout=120)
-    line = result.stdout.strip()
-    return line.split(":", 1)[1].strip() if ":" in line else None
+def cpu_identity(device, cpu):
+    """What the emulated /proc/cpuinfo says of QEMU_CPU=cpu: {"part": "CPU part" or None, "hardware": …, "model": …}.
+
+    qemu names ARMv7 and ARMv8 CPUs by their part number; for ARMv6 it shows none, but its
+    "Hardware" line names the CPU model (`QEMU v10.0.2 arm,arm1176`).
+    """
+    result = device.run("cat /proc/cpuinfo", cpu, timeout=120)
+    fields = {}
+    for line in result.stdout.splitlines():
+        key, separator, value = line.partition(":")
+        if separator:
+            fields.setdefault(key.strip(), value.strip())
+    return {"part": fields.get("CPU part"), "hardware": fields.get("Hardware"), "model": fields.get("model name")}

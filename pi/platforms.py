@@ -129,7 +129,7 @@ ROWS = (
          Run("predict", "tflite-runtime", "cortex-a7", "numpy", seconds=20))),
     Row("bookworm-armel", "Pi 1, Zero, Zero W (ARMv6)", "32-bit bookworm armel (soft-float), Python 3.11",
         (Venv("debian", "", True, "device-armel.lock"),),
-        (Run("eval", "debian", "arm1176", None, SUBSET, "bundle", 300),
+        (Run("eval", "debian", "arm1176", None, FULL, "bundle", 160),
          Run("predict", "debian", "arm1176", seconds=30)),
         rss_limit_mib=128.0),
 )
