@@ -99,7 +99,7 @@ def pi4_and_pi5_runs():
         ]
     runs += [
         # The numpy engine over pip's numpy 2 (Pi 4) and over Debian's numpy 1.24 (Pi 5).
-        Run("eval", "litert", "cortex-a72", "numpy", FULL, "int8", 240),
+        Run("eval", "litert", "cortex-a72", "numpy", FULL, "int8", 400),
         Run("eval", "tflite-runtime", "cortex-a76", "numpy", SUBSET, "int8", 60),
         Run("bench", "litert", "cortex-a72", seconds=80),
     ]
@@ -116,7 +116,7 @@ ROWS = (
         (Run("eval", "litert", "cortex-a76", "litert", FULL, "int8", 180),
          Run("eval", "litert", "cortex-a72", None, SUBSET, "bundle", 220),
          Run("reference", "litert", "cortex-a76", "litert", REFERENCE_IMAGES, seconds=60),
-         Run("eval", "debian", "cortex-a72", None, FULL, "bundle", 240),
+         Run("eval", "debian", "cortex-a72", None, SUBSET, "bundle", 100),
          Run("predict", "litert", "cortex-a76", seconds=20),
          Run("predict", "debian", "cortex-a72", seconds=20)),
         xnnpack=True),
@@ -129,7 +129,7 @@ ROWS = (
          Run("predict", "tflite-runtime", "cortex-a7", "numpy", seconds=20))),
     Row("bookworm-armel", "Pi 1, Zero, Zero W (ARMv6)", "32-bit bookworm armel (soft-float), Python 3.11",
         (Venv("debian", "", True, "device-armel.lock"),),
-        (Run("eval", "debian", "arm1176", None, FULL, "bundle", 160),
+        (Run("eval", "debian", "arm1176", None, FULL, "bundle", 240),
          Run("predict", "debian", "arm1176", seconds=30)),
         rss_limit_mib=128.0),
 )
