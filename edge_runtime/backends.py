@@ -8,6 +8,7 @@ Interpreter modules are imported only when a model is opened, so importing this 
 
 import importlib
 import importlib.util
+import os
 import pathlib
 
 import numpy as np
@@ -27,6 +28,11 @@ INT8_ONLY_BACKENDS = ("numpy",)
 ONNX_RUNTIMES = {"onnxruntime": ("onnxruntime", "mnist-edge[onnx]")}
 BACKEND_NAMES = (*TFLITE_INTERPRETERS, *ONNX_RUNTIMES)
 TFLITE_IDENTIFIER = b"TFL3"
+# `reference` runs LiteRT, tflite-runtime and TensorFlow Lite with their reference kernels
+# (OpResolverType.BUILTIN_REF: plain C++, no XNNPACK or SIMD paths), whose integer results are the
+# same on every CPU; the numpy engine computes exactly what they do. For bit-exact comparisons.
+KERNELS_ENVIRONMENT_VARIABLE = "MNIST_EDGE_TFLITE_KERNELS"
+KERNELS = ("default", "reference")
 
 
 class TensorInfo:
@@ -143,8 +149,11 @@ class TFLiteBackend:
     def __init__(self, path, name, module, threads):
         self.path = pathlib.Path(path)
         self.name = name
+        options = {}
+        if tflite_kernels() == "reference" and hasattr(module, "OpResolverType"):
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
         try:
-            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads)
+            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads, **options)
             # The first allocation applies XNNPACK, which announces itself on the process's stderr
             # ("INFO: Created TensorFlow Lite XNNPACK delegate"): kept out of the user's output.
             without_native_stderr(self.interpreter.allocate_tensors)
@@ -196,6 +205,18 @@ def without_native_stderr(function):
             os.close(sink)
     finally:
         os.close(saved)
+
+
+def tflite_kernels():
+    """The TFLite kernels asked for in MNIST_EDGE_TFLITE_KERNELS: "default" (unset) or "reference".
+
+    Raises: BackendUnavailableError for any other value.
+    """
+    choice = os.environ.get(KERNELS_ENVIRONMENT_VARIABLE) or "default"
+    if choice not in KERNELS:
+        raise errors.BackendUnavailableError(
+            f"{KERNELS_ENVIRONMENT_VARIABLE}={choice!r}: choose from {', '.join(KERNELS)}")
+    return choice
 
 
 def tensor_info(details):

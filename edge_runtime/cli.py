@@ -325,9 +325,12 @@ def run_eval(arguments):
         save_outputs(arguments.save_outputs, results)
     failures = figure_failures + evaluation.failures(results, tolerance, arguments.strict)
     if arguments.json:
+        from edge_runtime import cold_start
+
+        # The whole process's high-water mark: what a device needs to run this eval.
         print(json.dumps({"tolerance_points": tolerance, "classes": list(document.classes),
                           "results": [result.as_dict(document.classes) for result in results],
-                          "passed": not failures}, indent=2))
+                          "passed": not failures, "peak_rss_mib": cold_start.peak_rss_kib() / 1024}, indent=2))
     else:
         print_eval_table(results, tolerance, document.classes)
     for failure in failures:

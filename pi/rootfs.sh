@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# An emulated 64-bit Raspberry Pi OS: a Debian bookworm arm64 root filesystem run with qemu-user.
+# Emulated Raspberry Pi OSes: Debian root filesystems (arm64, armhf, armel) run with qemu-user.
 #
-#   pi/rootfs.sh can-emulate   exit 0 if this machine can emulate, else print the reason, exit 1
-#   pi/rootfs.sh host-deps     install debootstrap and qemu-user-static 10 (bookworm-backports)
-#   pi/rootfs.sh binfmt        (re)register qemu-aarch64 with binfmt_misc, F (fix-binary) flag
-#   pi/rootfs.sh build         build or reuse the cached rootfs; print its path
-#   pi/rootfs.sh path          print the cached rootfs path (built or not)
+#   pi/rootfs.sh can-emulate        exit 0 if this machine can emulate, else print the reason, exit 1
+#   pi/rootfs.sh host-deps          install debootstrap and qemu-user-static 10 (bookworm-backports)
+#   pi/rootfs.sh binfmt [ROOTFS]    (re)register its qemu (aarch64 or arm) with binfmt_misc, F flag
+#   pi/rootfs.sh build [ROOTFS]     build or reuse that cached rootfs; print its path
+#   pi/rootfs.sh path [ROOTFS]      print the cached rootfs path (built or not)
+#   pi/rootfs.sh list               the rootfs names, one a line
 #
-# Also sourced by pi/check.sh for mount_rootfs / unmount_rootfs. Needs root.
+# ROOTFS is one of the names in select_rootfs below (default bookworm-arm64). Also sourced by
+# pi/check.sh for select_rootfs / mount_rootfs / unmount_rootfs. Needs root.
 #
 # Why these choices (measured on Debian 12 x86-64):
 # - Debian 12's own qemu 7.2 with its default CPU returns wrong int8 values from LiteRT/XNNPACK
@@ -16,32 +18,55 @@
 #   interpreters' integer reference kernels bit-exactly as x86 does. (XNNPACK's arm64 kernels round
 #   differently from its x86 ones: a few int8 outputs in 10,000 images differ by one step, identically
 #   on both CPU models; pi/check.py reports them.)
+# - 32-bit ARM: Debian armhf needs ARMv7 (QEMU_CPU=cortex-a7, the Pi 2's CPU); ARMv6, the Pi 1 and
+#   Zero's arm1176, runs Debian armel (soft-float). Neither is Raspbian, Raspberry Pi OS 32-bit's
+#   ARMv6 hard-float rebuild; the rows prove instruction sets, Python and numpy versions, and the
+#   install recipe, not Raspbian's own builds.
 # - The F flag makes the kernel open the interpreter at registration, so it works inside the
-#   chroot, where /usr/bin/qemu-aarch64 does not exist. It also means an upgraded qemu is only
-#   used after re-registering: `binfmt` always re-registers.
+#   chroot, where /usr/bin/qemu-* does not exist. It also means an upgraded qemu is only used
+#   after re-registering: `binfmt` always re-registers.
 # - Without /sys mounted LiteRT quietly drops XNNPACK; without /proc, qemu has no cpuinfo.
 #
-# The rootfs lives outside the repository, in $MNIST_EDGE_PI_CACHE (default /var/cache/mnist-edge)
+# Each rootfs lives outside the repository, in $MNIST_EDGE_PI_CACHE (default /var/cache/mnist-edge)
 # under a name that hashes everything it is built from; it is built in a temporary directory and
 # renamed into place only when complete, so an interrupted build never leaves a half rootfs behind.
+# Different rootfs build in parallel; the same one is built once (a lock per rootfs).
 
 set -euo pipefail
 
-# Bump when the way the rootfs is built changes: a new version is a new cache entry.
+# Bump when the way a rootfs is built changes: a new version is a new cache entry.
 ROOTFS_SCRIPT_VERSION=1
-SUITE=bookworm
-ARCH=arm64
 VARIANT=minbase
 MIRROR=${MNIST_EDGE_PI_MIRROR:-http://deb.debian.org/debian}
-# What 64-bit Raspberry Pi OS (bookworm) has: Python 3.11 with venv, and Debian's numpy 1.24 for
-# the tflite-runtime path (a venv with --system-site-packages).
-ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,ca-certificates
 QEMU_MIN_MAJOR=10
 CACHE_ROOT=${MNIST_EDGE_PI_CACHE:-/var/cache/mnist-edge}
 SETUP_TIMEOUT=${MNIST_EDGE_PI_SETUP_TIMEOUT:-900}   # seconds for host packages + debootstrap
-ROOTFS_PIP_CACHE=/var/cache/mnist-edge-pip   # inside the rootfs: the host's $CACHE_ROOT/pip-arm64
+ROOTFS_PIP_CACHE=/var/cache/mnist-edge-pip   # inside the rootfs: the host's $CACHE_ROOT/pip-$ARCH
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
-BINFMT_CONF=/usr/lib/binfmt.d/qemu-aarch64.conf
+ROOTFS_NAMES="bookworm-arm64 trixie-arm64 bookworm-armhf bookworm-armel"
+
+# What each emulated OS is built from. Python with venv, Debian's numpy (for venvs made with
+# --system-site-packages, as Raspberry Pi OS users make them for tflite-runtime and the numpy
+# engine) and, where pip has no wheel of it (32-bit ARM) or the recipe uses Debian's, Pillow.
+select_rootfs() {
+    ROOTFS_NAME=${1:-bookworm-arm64}
+    case "$ROOTFS_NAME" in
+        bookworm-arm64)   # 64-bit Raspberry Pi OS bookworm: Python 3.11, numpy 1.24
+            SUITE=bookworm ARCH=arm64 QEMU=aarch64
+            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,ca-certificates ;;
+        trixie-arm64)     # the current 64-bit Raspberry Pi OS (Debian 13): Python 3.13, numpy 2.2
+            SUITE=trixie ARCH=arm64 QEMU=aarch64
+            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
+        bookworm-armhf)   # 32-bit, ARMv7 hard-float: Python 3.11, numpy 1.24, Pillow 9.4
+            SUITE=bookworm ARCH=armhf QEMU=arm
+            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
+        bookworm-armel)   # 32-bit, ARMv5+ soft-float, which an ARMv6 runs: Python 3.11, numpy 1.24, Pillow 9.4
+            SUITE=bookworm ARCH=armel QEMU=arm
+            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
+        *) die "unknown rootfs '$ROOTFS_NAME' (choose from: $ROOTFS_NAMES)" ;;
+    esac
+    BINFMT_CONF=/usr/lib/binfmt.d/qemu-$QEMU.conf
+}
 
 log() { echo "pi: $*" >&2; }
 die() { echo "pi: error: $*" >&2; exit 1; }
@@ -68,7 +93,7 @@ can_emulate() {
 
 qemu_major() {
     local version
-    version=$(qemu-aarch64 --version 2>/dev/null | sed -n 's/^qemu-aarch64 version \([0-9]*\)\..*/\1/p')
+    version=$(qemu-$QEMU --version 2>/dev/null | sed -n 's/^qemu-[a-z0-9]* version \([0-9]*\)\..*/\1/p')
     echo "${version:-0}"
 }
 
@@ -100,7 +125,7 @@ ensure_host_deps() {
         timeout "$SETUP_TIMEOUT" apt-get install -y -qq "${target[@]}" qemu-user-static qemu-user-binfmt >/dev/null
     fi
     [ "$(uname -m)" = aarch64 ] || [ "$(qemu_major)" -ge "$QEMU_MIN_MAJOR" ] \
-        || die "qemu-aarch64 is version $(qemu_major), need >= $QEMU_MIN_MAJOR (Debian 12's 7.2 gives wrong int8 values)"
+        || die "qemu-$QEMU is version $(qemu_major), need >= $QEMU_MIN_MAJOR (Debian 12's 7.2 gives wrong int8 values)"
 }
 
 ensure_binfmt() {
@@ -120,7 +145,7 @@ ensure_binfmt() {
     if [ -e "$BINFMT_DIR/$name" ]; then echo -1 > "$BINFMT_DIR/$name"; fi
     echo "$line" > "$BINFMT_DIR/register"
     grep -q '^flags:.*F' "$BINFMT_DIR/$name" || die "binfmt_misc entry $name has no F flag"
-    log "binfmt_misc: $name -> $(sed -n 's/^interpreter //p' "$BINFMT_DIR/$name") ($(grep '^flags' "$BINFMT_DIR/$name")), qemu $(qemu-aarch64 --version | head -n1 | awk '{print $3}')"
+    log "binfmt_misc: $name -> $(sed -n 's/^interpreter //p' "$BINFMT_DIR/$name") ($(grep '^flags' "$BINFMT_DIR/$name")), qemu $(qemu-$QEMU --version | head -n1 | awk '{print $3}')"
 }
 
 # Unmount everything mounted at or below $1, deepest first. Never fails.
@@ -138,8 +163,8 @@ build_rootfs() {
     local final temporary
     final=$(rootfs_path)
     mkdir -p "$CACHE_ROOT"
-    exec 8>"$CACHE_ROOT/.rootfs.lock"
-    flock -w "$SETUP_TIMEOUT" 8 || die "timed out waiting for another rootfs build ($CACHE_ROOT/.rootfs.lock)"
+    exec 8>"$final.build-lock"
+    flock -w "$SETUP_TIMEOUT" 8 || die "timed out waiting for another build of $final"
     if [ -f "$final/etc/mnist-edge-rootfs" ]; then
         log "reusing $final"
         echo "$final"
@@ -147,7 +172,7 @@ build_rootfs() {
     fi
     # Leftovers of an interrupted build (we hold the lock, so nobody is using them).
     local stale
-    for stale in "$CACHE_ROOT"/.pi-rootfs-*.partial.*; do
+    for stale in "$CACHE_ROOT"/.pi-rootfs-"$(rootfs_hash)".partial.*; do
         [ -e "$stale" ] || continue
         unmount_below "$stale"
         rm -rf --one-file-system "$stale"
@@ -159,7 +184,7 @@ build_rootfs() {
     log "building $SUITE $ARCH rootfs with debootstrap (a few minutes; log in $temporary.log)"
     local started=$SECONDS
     if ! timeout "$SETUP_TIMEOUT" debootstrap --arch="$ARCH" --variant="$VARIANT" --include="$ROOTFS_PACKAGES" \
-            "$SUITE" "$temporary/rootfs" "$MIRROR" > "$temporary.log" 2>&1; then
+            "$SUITE" "$temporary/rootfs" "$MIRROR" > "$temporary.log" 2>&1 < /dev/null; then
         tail -n 20 "$temporary.log" >&2
         rm -f "$temporary.log"
         die "debootstrap failed or timed out after ${SETUP_TIMEOUT}s (MNIST_EDGE_PI_SETUP_TIMEOUT)"
@@ -206,10 +231,11 @@ unmount_rootfs() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     case "${1:-}" in
         can-emulate) reason=$(can_emulate) && exit 0; echo "$reason"; exit 1 ;;
-        host-deps) ensure_host_deps ;;
-        binfmt) ensure_binfmt ;;
-        build) ensure_host_deps; ensure_binfmt; build_rootfs ;;
-        path) rootfs_path ;;
-        *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        host-deps) select_rootfs; ensure_host_deps ;;
+        binfmt) select_rootfs "${2:-}"; ensure_binfmt ;;
+        build) select_rootfs "${2:-}"; ensure_host_deps; ensure_binfmt; build_rootfs ;;
+        path) select_rootfs "${2:-}"; rootfs_path ;;
+        list) printf '%s\n' $ROOTFS_NAMES ;;
+        *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
     esac
 fi

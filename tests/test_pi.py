@@ -1,9 +1,10 @@
-"""The deploy bundle on an emulated Raspberry Pi 4 and 5: `pi/check.sh`, the same as `make pi-check`.
+"""The deploy bundle on every emulated Raspberry Pi OS: `pi/check.sh`, the same as `make pi-check`.
 
-Slow (about 7 minutes with a cached rootfs, 10 from scratch on two cores) and needs root: it builds
-or reuses an arm64 Debian bookworm rootfs, installs the bundle there as the README tells users, and
-checks that eval, predict and bench give the x86 results. Skipped where the machine cannot emulate
-(not root, no binfmt_misc, no debootstrap), except in CI, where that is a failure.
+Slow (see the README for each row's cost) and needs root: it builds or reuses a rootfs per row (64-bit
+bookworm and trixie, 32-bit bookworm armhf and armel), installs the bundle there as the README tells
+that platform's users, and checks that eval, predict and bench give the x86 results. One check runs
+for the module; the tests read its summary. Skipped where the machine cannot emulate (not root, no
+binfmt_misc, no debootstrap), except in CI, where that is a failure.
 """
 
 import json
@@ -34,40 +35,89 @@ def trained_bundle(trained, tmp_path_factory):
     return bundle
 
 
-def test_bundle_on_emulated_pi4_and_pi5_matches_x86(trained_bundle, tmp_path):
-    summary_path = tmp_path / "pi-summary.json"
+def run_pi_check(bundle, summary_path):
     completed = subprocess.run(
-        ["bash", str(REPO_ROOT / "pi" / "check.sh"), "--bundle", str(trained_bundle), "--python", sys.executable,
+        ["bash", str(REPO_ROOT / "pi" / "check.sh"), "--bundle", str(bundle), "--python", sys.executable,
          "--summary-json", str(summary_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=2400,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
     )
     print(completed.stdout)
     assert completed.returncode == 0, (completed.stdout[-4000:] + completed.stderr[-4000:])
-    summary = json.loads(summary_path.read_text())
+    return json.loads(summary_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def summary(trained_bundle, tmp_path_factory):
+    return run_pi_check(trained_bundle, tmp_path_factory.mktemp("pi-check") / "pi-summary.json")
+
+
+def lines_of(summary, row, **fields):
+    found = [line for line in summary["lines"] if line["row"] == row
+             and all(line[key] == value for key, value in fields.items())]
+    assert found, f"no line {fields} for {row} in {summary['lines']}"
+    return found
+
+
+def test_every_row_passes(summary):
     assert summary["failures"] == []
+    assert set(summary["rows"]) == {"bookworm-arm64", "trixie-arm64", "bookworm-armhf", "bookworm-armel"}
+    for name, row in summary["rows"].items():
+        assert row["passed"], name
+    notes = "\n".join(summary["notes"])
+    # predict on PNG photos, on every row, with x86's labels.
+    assert notes.count("x86: same labels") == 8, notes
+    assert "DIFFERENT" not in notes
 
-    rows = summary["rows"]
 
-    def row(cpu, backend, model, images=None):
-        found = [r for r in rows if (r["cpu"], r["backend"], r["model"]) == (cpu, backend, model)
-                 and images in (None, r["images"])]
-        assert found, f"no {model} with {backend} on {cpu} ({images} images) in {rows}"
-        return found[0]
+def test_numpy_engine_is_bit_identical_to_x86_litert_reference_kernels_on_every_row(summary):
+    for row in summary["rows"]:
+        lines = lines_of(summary, row, backend="numpy")
+        for line in lines:
+            assert line["outputs_identical"] and line["identical_to_x86_reference"], line
+            assert line["accuracy"] == line["x86_accuracy"] and line["images"] >= 2000, line
+    # The whole test set where emulation allows it.
+    assert max(line["images"] for line in lines_of(summary, "bookworm-arm64", backend="numpy")) == 10000
+    assert max(line["images"] for line in lines_of(summary, "trixie-arm64", backend="numpy")) == 10000
 
+
+def test_interpreters_on_64_and_32_bit_rows_match_x86(summary):
     for cpu in ("cortex-a72", "cortex-a76"):
-        # The int8 TFLite model through LiteRT on all 10,000 images, on a Pi 4 and a Pi 5 CPU.
-        int8 = row(cpu, "litert", "model_int8.tflite", 10000)
+        (int8,) = lines_of(summary, "bookworm-arm64", cpu=cpu, kind="eval", backend="litert", images=10000)
         assert int8["accuracy"] == int8["x86_accuracy"] >= 0.98
         assert int8["top1_identical"] and int8["xnnpack"] and int8["max_difference"] <= 1
-        assert int8["rss_mib"] > 0 and int8["x86_rss_mib"] > 0
-        tflite_runtime = row(cpu, "tflite-runtime", "model_int8.tflite")
-        assert tflite_runtime["accuracy"] == tflite_runtime["x86_accuracy"] and tflite_runtime["top1_identical"]
-        assert row(cpu, "onnxruntime", "model_int8.onnx")["outputs_identical"]
-    # The emulator computes integers exactly as x86 does, and predict reads real PNG photos.
-    notes = "\n".join(summary["notes"])
-    assert notes.count("bit-identical to x86") == 4, notes
-    assert notes.count("x86: same labels") == 2, notes
-    # Installed as documented: numpy 2 with LiteRT, Debian's numpy 1.24 under tflite-runtime, no TensorFlow.
-    assert summary["installs"]["litert"]["numpy"].startswith("2.")
-    assert summary["installs"]["tflite-runtime"]["numpy_from"] == "Debian"
-    assert summary["installs"]["tflite-runtime"]["packages"]["tflite-runtime"] == "2.14.0"
+        for line in lines_of(summary, "bookworm-arm64", cpu=cpu, kind="reference"):
+            assert line["outputs_identical"], line
+        assert lines_of(summary, "bookworm-arm64", cpu=cpu, backend="onnxruntime")[0]["outputs_identical"]
+        assert lines_of(summary, "bookworm-arm64", cpu=cpu, backend="tflite-runtime", kind="eval")[0]["top1_identical"]
+    (trixie,) = lines_of(summary, "trixie-arm64", kind="eval", backend="litert", images=10000)
+    assert trixie["accuracy"] == trixie["x86_accuracy"] >= 0.98 and trixie["max_difference"] <= 1
+    assert lines_of(summary, "trixie-arm64", backend="onnxruntime")[0]["outputs_identical"]
+    for line in lines_of(summary, "bookworm-armhf", backend="tflite-runtime"):
+        assert line["top1_identical"] and line["accuracy"] == line["x86_accuracy"], line
+    for line in lines_of(summary, "bookworm-armhf", kind="reference"):
+        assert line["outputs_identical"], line
+
+
+def test_armv6_row_runs_the_numpy_engine_in_integer_arithmetic_within_128_mib(summary):
+    (line,) = lines_of(summary, "bookworm-armel", kind="eval")
+    assert line["backend"] == "numpy" and line["images"] >= 2000
+    assert 0 < line["rss_mib"] < 128, line
+    assert summary["rss_limits_mib"]["bookworm-armel"] == 128
+    install = summary["rows"]["bookworm-armel"]["installs"]["debian"]
+    assert install["numpy_engine_arithmetic"] == "integer" and install["numpy_from"] == "Debian"
+
+
+def test_installed_as_the_readme_says(summary):
+    installs = {row: summary["rows"][row]["installs"] for row in summary["rows"]}
+    assert installs["bookworm-arm64"]["litert"]["numpy"].startswith("2.")
+    assert installs["bookworm-arm64"]["tflite-runtime"]["numpy_from"] == "Debian"
+    assert installs["bookworm-arm64"]["tflite-runtime"]["packages"]["tflite-runtime"] == "2.14.0"
+    assert installs["trixie-arm64"]["litert"]["python"].startswith("3.13")
+    assert installs["trixie-arm64"]["debian"]["numpy"].startswith("2.2") and installs["trixie-arm64"]["debian"]["numpy_from"] == "Debian"
+    assert installs["bookworm-armhf"]["tflite-runtime"]["packages"]["tflite-runtime"] == "2.14.0"
+    assert installs["bookworm-armhf"]["tflite-runtime"]["numpy"] == "1.24.2"
+    assert installs["bookworm-armhf"]["tflite-runtime"]["machine"] == "armv7l"
+    # ARMv6: no interpreter installs; the wheel with no extra runs on Debian's numpy and Pillow.
+    assert installs["bookworm-armel"]["debian"]["backends"] == "numpy"
+    assert installs["bookworm-armel"]["debian"]["numpy"] == "1.24.2"
+    assert installs["bookworm-armel"]["debian"]["pillow"] == "9.4.0"

@@ -136,3 +136,33 @@ def test_a_model_without_a_manifest_says_so_once_on_stderr_and_keeps_stdout_clea
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
     assert notes == [f"note: {lone / 'model_int8.tflite'}: no manifest.json beside it: integrity not checked, "
                      "classes named by index"]
+
+
+def test_reference_kernels_are_what_the_numpy_engine_computes_and_eval_json_carries_peak_rss(bundle, tmp_path):
+    model = str(bundle / "model_int8.tflite")
+    outputs = {}
+    for name, backend, kernels in (("reference", "litert", "reference"), ("numpy", "numpy", "")):
+        result = run_cli("-m", "edge_runtime", "eval", model, "--allow-missing", "--backend", backend, "--json",
+                         "--tolerance", "100", "--save-outputs", str(tmp_path / name),
+                         env={"MNIST_EDGE_TFLITE_KERNELS": kernels})
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert 10 < document["peak_rss_mib"] < 2000
+        outputs[name] = np.load(tmp_path / name / f"model_int8.tflite.{backend}.npy")
+    np.testing.assert_array_equal(outputs["reference"], outputs["numpy"])
+
+
+def test_an_unknown_kernels_choice_is_refused_in_one_line(bundle):
+    result = run_cli("-m", "edge_runtime", "info", str(bundle / "model_int8.tflite"), "--backend", "litert",
+                     env={"MNIST_EDGE_TFLITE_KERNELS": "fast"})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: MNIST_EDGE_TFLITE_KERNELS='fast': choose from default, reference"
+
+
+def test_platform_report_names_this_machine_and_the_numpy_engine_arithmetic():
+    result = run_cli("-m", "edge_runtime.platform_report", env={"MNIST_EDGE_NUMPY_ARITHMETIC": "integer"})
+    assert result.returncode == 0, result.stderr
+    facts = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert facts["platform-numpy"] == np.__version__
+    assert facts["platform-numpy-engine-arithmetic"] == "integer"
+    assert "numpy" in facts["platform-backends"].split(",")

@@ -1,0 +1,144 @@
+"""The rows of `make pi-check`: which Raspberry Pi OS each emulates, how its users install, what runs.
+
+A row is one emulated OS (a rootfs that pi/rootfs.sh builds under the same name), the CPUs it is run
+as (QEMU_CPU), the venvs made there the way the README tells that platform's users, and the runs:
+each a `python -m edge_runtime` command whose results are compared with the same command on x86.
+What each rootfs is built from (suite, architecture, Debian packages) lives in pi/rootfs.sh.
+
+Image counts: all 10,000 test images where emulation is fast enough, the first 2,000 on slow paths.
+`seconds` is what the run took under emulation on the 2-core test machine with the other run beside
+it; it only orders the work (longest first), it checks nothing.
+"""
+
+import dataclasses
+import typing
+
+FULL = 10000  # the whole test set
+SUBSET = 2000  # the first images, where a whole pass costs too much under emulation
+REFERENCE_IMAGES = 1000  # for the interpreters' reference kernels against x86
+
+# "CPU part" in the emulated /proc/cpuinfo, and the boards each CPU stands for.
+CPUS = {
+    "cortex-a72": ("0xd08", "Pi 4"),
+    "cortex-a76": ("0xd0b", "Pi 5"),
+    "cortex-a7": ("0xc07", "Pi 2, 3, Zero 2 W on a 32-bit OS"),
+    "arm1176": ("0xb76", "Pi 1, Zero, Zero W"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Venv:
+    """One install as the README tells it: `python3 -m venv [FLAGS] ~/venv-NAME; pip install -c LOCK WHEEL[EXTRAS]`."""
+
+    name: str
+    extras: str  # "" installs the wheel with no extra: the numpy engine, numpy and Pillow from Debian
+    system_site_packages: bool  # True where numpy (and Pillow) come from apt, as on 32-bit Pi OS
+    lock: str  # constraints file in pi/: the versions checked
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One device command with an x86 twin.
+
+    kind: "eval" (accuracy and raw outputs), "reference" (eval with the interpreter's reference
+    kernels, MNIST_EDGE_TFLITE_KERNELS=reference), "predict" (PNG photos) or "bench".
+    target: "int8" (the int8 .tflite alone: no float reference beside it, which would cost several
+    times the int8 model under emulation) or "bundle" (the README's `eval mnist-edge-bundle/`).
+    backend: forced with --backend, or None for the automatic choice.
+    """
+
+    kind: str
+    venv: str
+    cpu: str
+    backend: typing.Optional[str] = None
+    images: int = FULL
+    target: str = "int8"
+    seconds: float = 60.0
+
+    @property
+    def key(self):
+        parts = [self.kind, self.target if self.kind == "eval" else None, self.backend or "auto", self.venv]
+        return "-".join(part for part in parts if part) + (f"-{self.images}" if self.kind in ("eval", "reference") else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One emulated OS; `name` is also its rootfs name in pi/rootfs.sh."""
+
+    name: str
+    boards: str
+    system: str
+    venvs: typing.Tuple[Venv, ...]
+    runs: typing.Tuple[Run, ...]
+    rss_limit_mib: typing.Optional[float] = None  # every eval's peak RSS, qemu included, must stay below
+    xnnpack: bool = False  # LiteRT/tflite-runtime must run XNNPACK here (its arm64 kernels; /sys mounted)
+
+    def venv(self, name):
+        return next(venv for venv in self.venvs if venv.name == name)
+
+    @property
+    def cpus(self):
+        return tuple(dict.fromkeys(run.cpu for run in self.runs))
+
+
+LITERT = Venv("litert", "edge,onnx", False, "device-litert.lock")
+TFLITE_RUNTIME = Venv("tflite-runtime", "tflite-runtime", True, "device-tflite-runtime.lock")
+
+
+def pi4_and_pi5_runs():
+    """Today's 64-bit bookworm checks, on both CPUs, with the numpy engine added."""
+    runs = []
+    for position, cpu in enumerate(("cortex-a72", "cortex-a76")):
+        runs += [
+            Run("eval", "litert", cpu, "litert", FULL, "int8", 180),
+            Run("eval", "litert", cpu, None, SUBSET, "bundle", 220),
+            Run("eval", "tflite-runtime", cpu, "tflite-runtime", SUBSET, "bundle", 150),
+            Run("reference", "litert", cpu, "litert", REFERENCE_IMAGES, seconds=60),
+            Run("reference", "tflite-runtime", cpu, "tflite-runtime", REFERENCE_IMAGES, seconds=60),
+            Run("predict", "litert", cpu, seconds=20),
+        ]
+    runs += [
+        # The numpy engine over pip's numpy 2 (Pi 4) and over Debian's numpy 1.24 (Pi 5).
+        Run("eval", "litert", "cortex-a72", "numpy", FULL, "int8", 400),
+        Run("eval", "tflite-runtime", "cortex-a76", "numpy", SUBSET, "int8", 60),
+        Run("bench", "litert", "cortex-a72", seconds=80),
+    ]
+    return tuple(runs)
+
+
+ROWS = (
+    Row("bookworm-arm64", "Pi 3, 4, 5, Zero 2 W (Pi 4 and 5 emulated)", "64-bit bookworm, Python 3.11",
+        (LITERT, TFLITE_RUNTIME), pi4_and_pi5_runs(), xnnpack=True),
+    Row("trixie-arm64", "Pi 3, 4, 5, Zero 2 W (Pi 4 and 5 emulated)",
+        "64-bit trixie (Debian 13, the current Raspberry Pi OS), Python 3.13",
+        (Venv("litert", "edge,onnx", False, "device-litert.lock"),
+         Venv("debian", "", True, "device-trixie-debian.lock")),
+        (Run("eval", "litert", "cortex-a76", "litert", FULL, "int8", 180),
+         Run("eval", "litert", "cortex-a72", None, SUBSET, "bundle", 220),
+         Run("reference", "litert", "cortex-a76", "litert", REFERENCE_IMAGES, seconds=60),
+         Run("eval", "debian", "cortex-a72", None, SUBSET, "bundle", 100),
+         Run("predict", "litert", "cortex-a76", seconds=20),
+         Run("predict", "debian", "cortex-a72", seconds=20)),
+        xnnpack=True),
+    Row("bookworm-armhf", "Pi 2, 3, Zero 2 W (32-bit OS)", "32-bit bookworm armhf (ARMv7), Python 3.11",
+        (Venv("tflite-runtime", "tflite-runtime", True, "device-armhf.lock"),),
+        (Run("eval", "tflite-runtime", "cortex-a7", "tflite-runtime", SUBSET, "bundle", 200),
+         Run("reference", "tflite-runtime", "cortex-a7", "tflite-runtime", REFERENCE_IMAGES, seconds=60),
+         Run("eval", "tflite-runtime", "cortex-a7", "numpy", SUBSET, "int8", 120),
+         Run("predict", "tflite-runtime", "cortex-a7", seconds=20),
+         Run("predict", "tflite-runtime", "cortex-a7", "numpy", seconds=20))),
+    Row("bookworm-armel", "Pi 1, Zero, Zero W (ARMv6)", "32-bit bookworm armel (soft-float), Python 3.11",
+        (Venv("debian", "", True, "device-armel.lock"),),
+        (Run("eval", "debian", "arm1176", None, FULL, "bundle", 240),
+         Run("predict", "debian", "arm1176", seconds=30)),
+        rss_limit_mib=128.0),
+)
+ROW_NAMES = tuple(row.name for row in ROWS)
+
+
+def rows_named(names):
+    """The rows with these names, in table order. Raises ValueError naming an unknown one."""
+    unknown = sorted(set(names) - set(ROW_NAMES))
+    if unknown:
+        raise ValueError(f"unknown row(s) {', '.join(unknown)} (choose from {', '.join(ROW_NAMES)})")
+    return tuple(row for row in ROWS if row.name in names)

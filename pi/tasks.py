@@ -1,0 +1,128 @@
+"""What pi-check runs: the files every run reads, the command line of each run, and running it.
+
+Every run is `python -m edge_runtime …` with the same arguments on the device and on x86; only the
+python (the venv) and the directory its raw outputs go to differ. x86 twins that would run the very
+same command (the same numpy engine pass asked for by two rows) run once.
+"""
+
+import hashlib
+import json
+import pathlib
+import shutil
+
+import numpy as np
+
+from pi import device as device_module, platforms
+
+BUNDLE = device_module.BUNDLE
+BENCH_IMAGES = 256
+# On a subset, the drop against the float model's whole-test-set accuracy means nothing: eval's
+# own check is switched off there, and equality with x86 is what pi-check checks.
+SUBSET_TOLERANCE = "--tolerance 100"
+# The x86 LiteRT reference-kernel outputs on the whole test set, which every numpy engine run must equal.
+X86_REFERENCE = platforms.Run("reference", "litert", "x86", "litert", platforms.FULL)
+
+
+def write_digit_images(test_set, directory):
+    """PNG photos of real MNIST test digits as a user has them: dark ink on light paper, 4× size, a margin.
+
+    Returns {file name: true label}, one image per digit 0-9 (its first test image).
+    """
+    from PIL import Image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with np.load(test_set) as archive:
+        images, labels = archive["x_test"], archive["y_test"]
+    truth = {}
+    for digit in range(10):
+        index = int(np.flatnonzero(labels == digit)[0])
+        ink = Image.fromarray(255 - images[index]).resize((112, 112), Image.BICUBIC)
+        sheet = Image.new("L", (160, 150), 255)
+        sheet.paste(ink, (20, 14))
+        name = f"digit-{index:05d}.png"
+        sheet.save(directory / name)
+        truth[name] = int(labels[index])
+    return truth
+
+
+def make_layout(directory, bundle_dir, image_counts):
+    """The files runs read besides the bundle: the int8 model alone, test subsets, the bench set, digits.
+
+    Written into `directory` (the x86 scratch directory); copied to each device's home by copy_layout.
+    Returns {PNG name: true label}.
+    """
+    with np.load(bundle_dir / "test_set.npz") as archive:
+        images, labels = archive["x_test"], archive["y_test"]
+    for count in sorted(set(image_counts) | {BENCH_IMAGES}):
+        if count < len(labels):
+            np.savez_compressed(directory / f"test-{count}.npz", x_test=images[:count], y_test=labels[:count])
+    int8_only = directory / "int8-only"
+    int8_only.mkdir(exist_ok=True)
+    for name in ("model_int8.tflite", "manifest.json", "test_set.npz"):
+        shutil.copy(bundle_dir / name, int8_only / name)
+    return write_digit_images(bundle_dir / "test_set.npz", directory / "digits")
+
+
+def copy_layout(home, bundle_tarball, scratch, locks):
+    """Lay out what the device user has in `home` (emptied first): the bundle tarball, lock files, test files."""
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    shutil.copy(bundle_tarball, home / f"{BUNDLE}.tar.gz")
+    for lock in locks:
+        shutil.copy(device_module.HERE / lock, home / lock)
+    for source in scratch.iterdir():
+        if source.name == "digits":
+            shutil.copytree(source, home / source.name)
+        elif source.name.startswith("test-") and source.suffix == ".npz":
+            shutil.copy(source, home / source.name)
+
+
+def arguments_for(run, outputs):
+    """The environment prefix and `python -m edge_runtime` arguments of a run; raw outputs go to `outputs`."""
+    backend = f" --backend {run.backend}" if run.backend else ""
+    subset = "" if run.images >= platforms.FULL else f" --test-set test-{run.images}.npz {SUBSET_TOLERANCE}"
+    if run.kind in ("eval", "reference"):
+        target = f"{BUNDLE}/" if run.target == "bundle" else "int8-only/model_int8.tflite --allow-missing"
+        environment = "MNIST_EDGE_TFLITE_KERNELS=reference " if run.kind == "reference" else ""
+        # One interpreter thread: the results are the same, and two emulated runs share two cores
+        # without qemu's threads contending.
+        return environment, f"eval {target}{backend}{subset} --threads 1 --json --save-outputs {outputs}"
+    if run.kind == "predict":
+        return "", f"predict int8-only/model_int8.tflite digits/{backend} --json"
+    if run.kind == "bench":
+        return "", f"bench {BUNDLE}/model_int8.tflite{backend} --runs 20 --test-set test-{BENCH_IMAGES}.npz --json"
+    raise ValueError(f"unknown run kind {run.kind!r}")
+
+
+def twin_key(run, x86_python):
+    """Runs with equal twin keys are the same x86 command: it runs once."""
+    environment, arguments = arguments_for(run, "OUT")
+    return hashlib.sha256(f"{x86_python}\n{environment}{arguments}".encode()).hexdigest()[:12]
+
+
+def execute(run, runner, python, outputs):
+    """Run `run` with `runner` (a Device or X86) and `python`; return its record.
+
+    The record: key, cpu, seconds, exit status, the parsed --json output, whether XNNPACK was
+    active, the outputs directory (relative to the runner's home), and the last stderr line on failure.
+    """
+    environment, arguments = arguments_for(run, outputs)
+    result = runner.run(f"{environment}{python} -m edge_runtime {arguments}", run.cpu)
+    record = {"key": run.key, "cpu": run.cpu, "seconds": round(result.seconds, 1), "status": result.returncode,
+              "xnnpack": "XNNPACK delegate" in result.stderr, "outputs": outputs, "json": None}
+    if result.returncode != 0:
+        record["error"] = device_module.last_line(result)
+        return record
+    try:
+        record["json"] = json.loads(result.stdout)
+    except ValueError:
+        record["status"] = -1
+        record["error"] = f"not JSON on stdout: {result.stdout[:200]!r}"
+    return record
+
+
+def load_outputs(home, record, model, backend):
+    """The raw outputs a run saved for (model, backend), or None when the file is missing."""
+    path = pathlib.Path(home) / record["outputs"] / f"{model}.{backend}.npy"
+    return np.load(path) if path.is_file() else None
