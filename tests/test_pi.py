@@ -65,7 +65,7 @@ def test_every_row_passes(summary):
         assert row["passed"], name
     notes = "\n".join(summary["notes"])
     # predict on PNG photos, on every row, with x86's labels.
-    assert notes.count("x86: same labels") == 8, notes
+    assert notes.count("x86: same labels") == 7, notes
     assert "DIFFERENT" not in notes
 
 
@@ -75,9 +75,9 @@ def test_numpy_engine_is_bit_identical_to_x86_litert_reference_kernels_on_every_
         for line in lines:
             assert line["outputs_identical"] and line["identical_to_x86_reference"], line
             assert line["accuracy"] == line["x86_accuracy"] and line["images"] >= 2000, line
-    # The whole test set where emulation allows it.
+    # The whole test set where emulation allows it (on 64-bit bookworm and on the ARMv6 row).
     assert max(line["images"] for line in lines_of(summary, "bookworm-arm64", backend="numpy")) == 10000
-    assert max(line["images"] for line in lines_of(summary, "trixie-arm64", backend="numpy")) == 10000
+    assert max(line["images"] for line in lines_of(summary, "bookworm-armel", backend="numpy")) == 10000
 
 
 def test_interpreters_on_64_and_32_bit_rows_match_x86(summary):
