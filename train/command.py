@@ -1,37 +1,46 @@
-"""Running a workstation stage (train, export) as a command: one line per failure, 130 on Ctrl-C."""
+"""Running a workstation stage (train, export) as a command: one line per failure, 130 on Ctrl-C.
+
+Ctrl-C is taken at safe points. TensorFlow's converters call back into Python from C++, and a
+KeyboardInterrupt raised inside such a callback can crash the process. So the first Ctrl-C is
+noted, and the stage stops at its next `stop_if_interrupted()` (between files, between training
+batches: a few seconds at most); a second Ctrl-C stops it at once.
+"""
 
 import os
 import signal
 import sys
+
+_interrupted = []
+
+
+def stop_if_interrupted():
+    """Raise KeyboardInterrupt when Ctrl-C has been pressed since the stage began."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def run(stage, expected_errors):
     """Call `stage()`; return the exit status: 0, or 1 with one line for an `expected_errors` failure
     or an OSError (a full disk, a directory that vanished). When interrupted, say so in one line and
     end the process with status 130.
-
-    Ctrl-C is remembered when it arrives: a library that turns the KeyboardInterrupt into an error
-    of its own (a file being written when it came, say) still ends as an interruption, not as a
-    misleading message about that file.
     """
-    interrupted = []
-
     def on_interrupt(signal_number, frame):
-        interrupted.append(signal_number)
-        raise KeyboardInterrupt
+        _interrupted.append(signal_number)
+        if len(_interrupted) > 1:
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         stage()
-        return 0
+        return 0  # a Ctrl-C after the last safe point: the stage finished, whole
     except KeyboardInterrupt:
-        interrupted.append(signal.SIGINT)
+        _interrupted.append(signal.SIGINT)
     except expected_errors as error:
-        if not interrupted:
+        if not _interrupted:
             print(f"error: {error}", file=sys.stderr)
             return 1
     except OSError as error:
-        if not interrupted:
+        if not _interrupted:
             print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
             return 1
     finally:

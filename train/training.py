@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from edge_runtime import atomic_files, preprocessing
-from train import data
+from train import command, data
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
@@ -79,6 +79,8 @@ def train(config):
         epochs=config.epochs,
         validation_split=config.validation_split,
         verbose=2 if os.environ.get("CI") else "auto",
+        # Ctrl-C stops training between batches (see train/command.py).
+        callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: command.stop_if_interrupted())],
     )
     seconds = time.monotonic() - started
     test_loss, test_accuracy = network.evaluate(x_test, y_test, verbose=0)
@@ -98,9 +100,11 @@ def train(config):
     }
     # The model is the commit point: the old one goes first, the new one is written last, so an
     # interrupted run leaves no model beside a history that is not its own (and make trains again).
+    command.stop_if_interrupted()
     (output_dir / MODEL_FILE).unlink(missing_ok=True)
     atomic_files.write_text_atomically(output_dir / HISTORY_FILE, json.dumps(results, indent=2) + "\n")
     plot_history(results["history"], output_dir / CURVES_FILE)
+    command.stop_if_interrupted()
     with atomic_files.atomic_output(output_dir / MODEL_FILE) as temporary:
         network.save(temporary)
     return results
