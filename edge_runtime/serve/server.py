@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from edge_runtime import errors
+from edge_runtime import errors, manifest
 
 EXIT_FAILED_CHECK = 3  # the same status as `eval`
 
@@ -29,7 +29,7 @@ class ServeConfig:
     bundle: pathlib.Path
     host: str = "127.0.0.1"
     port: int = 8080
-    model: str = "model_int8.tflite"
+    model: str = manifest.DEFAULT_FILE_NAMES["int8_tflite"]
     backend: str | None = None
     threads: int = 1
     workers: int = 4
@@ -58,7 +58,7 @@ def build_parser():
     parser.add_argument("--host", default=ServeConfig.host,
                         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
     parser.add_argument("--port", type=int, default=ServeConfig.port, help="TCP port (0: any free port, printed at start)")
-    parser.add_argument("--model", default=ServeConfig.model, help="model file in the bundle (default model_int8.tflite)")
+    parser.add_argument("--model", default=ServeConfig.model, help=f"model file in the bundle (default {ServeConfig.model})")
     parser.add_argument("--backend", choices=backends.BACKEND_NAMES, default=None, help="force an interpreter")
     parser.add_argument("--threads", type=int, default=ServeConfig.threads, help="interpreter threads (default 1)")
     parser.add_argument("--workers", type=int, default=ServeConfig.workers,
