@@ -12,7 +12,8 @@ from PIL import Image
 interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
 interpreter.allocate_tensors()
 source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-pixels = 255 - np.asarray(Image.open(sys.argv[2]).convert("L").resize((28, 28)), dtype=np.float32)
+height, width = source["shape"][1:3]
+pixels = 255 - np.asarray(Image.open(sys.argv[2]).convert("L").resize((width, height)), dtype=np.float32)
 scale, zero_point = source["quantization"]
 interpreter.set_tensor(source["index"], np.clip(np.round(pixels / 255 / scale) + zero_point, -128, 127)
                        .astype(np.int8).reshape(source["shape"]))

@@ -246,7 +246,7 @@ def main(argv=None):
     print("| peak RSS, MiB | " + " | ".join(f"{result['peak_rss_mib'][n]:.1f}" for n in COLD_START_COMMANDS) + " |")
     print(f"| batch-1 latency, µs | {latency['edge_runtime']:.1f} | {latency['bare LiteRT']:.1f} | — | — |")
     print(f"| `predict digit.png`, s / MiB | {cli['seconds']['CLI']:.3f} / {cli['peak_rss_mib']['CLI']:.1f} "
-          f"| {cli['seconds']['bare script']:.3f} / {cli['peak_rss_mib']['bare script']:.1f} (a 14-line script) | — | — |")
+          f"| {cli['seconds']['bare script']:.3f} / {cli['peak_rss_mib']['bare script']:.1f} (a short script) | — | — |")
     print()
     for name, value in ratios.items():
         print(f"{name:<62} {value:6.2f}x")

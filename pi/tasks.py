@@ -26,7 +26,7 @@ X86_REFERENCE = platforms.Run("reference", "litert", "x86", "litert", platforms.
 def write_digit_images(test_set, directory):
     """PNG photos of real MNIST test digits as a user has them: dark ink on light paper, 4× size, a margin.
 
-    Returns {file name: true label}, one image per digit 0-9 (its first test image).
+    Returns {file name: true label}, one image per class in the test set (its first test image).
     """
     from PIL import Image
 
@@ -34,8 +34,8 @@ def write_digit_images(test_set, directory):
     with np.load(test_set) as archive:
         images, labels = archive["x_test"], archive["y_test"]
     truth = {}
-    for digit in range(10):
-        index = int(np.flatnonzero(labels == digit)[0])
+    for label in np.unique(labels):
+        index = int(np.flatnonzero(labels == label)[0])
         ink = Image.fromarray(255 - images[index]).resize((112, 112), Image.BICUBIC)
         sheet = Image.new("L", (160, 150), 255)
         sheet.paste(ink, (20, 14))

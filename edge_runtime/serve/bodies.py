@@ -77,8 +77,8 @@ def json_document(body):
 
 
 def json_pixels(body):
-    """Return the `pixels` of a JSON body {"pixels": (28, 28) or (N, 28, 28) numbers}."""
+    """Return the `pixels` of a JSON body {"pixels": numbers shaped like one model input, or a batch}."""
     document = json_document(body)
     if not isinstance(document, dict) or "pixels" not in document:
-        raise HTTPError(400, 'JSON body must be an object {"pixels": [[...28 numbers...] × 28]} or a batch of them')
+        raise HTTPError(400, 'JSON body must be an object {"pixels": [...]} holding one image or a batch of them')
     return document["pixels"]
