@@ -101,19 +101,24 @@ class ServeProcess:
     process start to the "ready on" line); `log` holds every line the server wrote to stderr so far.
     """
 
-    def __init__(self, bundle, *flags, startup_timeout=180.0, cpus=None):
-        self.command = [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", "0", *flags]
-        if cpus is not None:
-            self.command = ["taskset", "-c", cpus, *self.command]
+    def __init__(self, bundle, *flags, startup_timeout=180.0, cpus=None, launch=None):
+        """`launch`, if given, is (argv, environment, cwd) of a ready-made serve command line (one that
+        already asks for --port 0), used instead of this python's: pi-check starts serve on an emulated Pi."""
+        if launch is None:
+            self.command = [sys.executable, "-m", "edge_runtime", "serve", str(bundle), "--port", "0", *flags]
+            if cpus is not None:
+                self.command = ["taskset", "-c", cpus, *self.command]
+            self.environment, self.cwd = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}, REPO_ROOT
+        else:
+            self.command, self.environment, self.cwd = launch
         self.startup_timeout = startup_timeout
         self.log = []
         self.process = None
         self.port = None
 
     def start(self):
-        environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         launched = time.perf_counter()
-        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=environment, stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.environment, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         ready = threading.Event()
 

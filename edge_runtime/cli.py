@@ -78,27 +78,23 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
-def build_parser():
-    parser = OneLineParser(prog="mnist-edge", description=__doc__.splitlines()[0])
-    # An explicit prog spares argparse a help formatter now, and with it the import of shutil
-    # (and of bz2 and lzma through it): a few ms and an MiB of every command's start.
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, prog="mnist-edge")
+def model_options(command):
+    command.add_argument("--backend", choices=backends.BACKEND_NAMES, default=None,
+                         help="force an interpreter (default: the first installed for the format)")
+    command.add_argument("--threads", type=positive_integer, default=None, help="interpreter threads")
+    command.add_argument("--skip-integrity-check", action="store_true",
+                         help="load a model even when its sha256 differs from the manifest (unsafe)")
+    command.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    def model_options(command):
-        command.add_argument("--backend", choices=backends.BACKEND_NAMES, default=None,
-                             help="force an interpreter (default: the first installed for the format)")
-        command.add_argument("--threads", type=positive_integer, default=None, help="interpreter threads")
-        command.add_argument("--skip-integrity-check", action="store_true",
-                             help="load a model even when its sha256 differs from the manifest (unsafe)")
-        command.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    predict = commands.add_parser("predict", help="classify images (PNG, JPEG, PGM, .npy)")
+def predict_options(predict):
     predict.add_argument("model", type=pathlib.Path)
     predict.add_argument("images", nargs="+", help="image files, directories of them, or - for stdin")
     predict.add_argument("--top-k", type=positive_integer, default=3)
     model_options(predict)
 
-    evaluate = commands.add_parser("eval", help="accuracy on the bundled test set against the float model")
+
+def eval_options(evaluate):
     evaluate.add_argument("target", type=pathlib.Path, help="a bundle directory or one model file in it")
     evaluate.add_argument("--test-set", type=pathlib.Path, default=None,
                           help="test set .npz (default: the manifest's test set, beside the model)")
@@ -113,7 +109,8 @@ def build_parser():
                           help="directory to save each model's raw outputs (.npy) for bit-exact comparison")
     model_options(evaluate)
 
-    bench = commands.add_parser("bench", help="latency, throughput, cold start and peak memory")
+
+def bench_options(bench):
     bench.add_argument("model", type=pathlib.Path)
     bench.add_argument("--batch-size", type=positive_integer, default=256)
     bench.add_argument("--runs", type=positive_integer, default=200, help="timed single-image predictions")
@@ -121,11 +118,13 @@ def build_parser():
     model_options(bench)
     bench.set_defaults(threads=1)
 
-    info = commands.add_parser("info", help="the manifest entry and input/output details of a model")
+
+def info_options(info):
     info.add_argument("model", type=pathlib.Path)
     model_options(info)
 
-    samples = commands.add_parser("samples", help="labelled samples collected by serve --collect, as training data")
+
+def samples_options(samples):
     samples.add_argument("folder", type=pathlib.Path, help="the folder serve --collect wrote")
     samples.add_argument("--out", type=pathlib.Path, default=None,
                          help="write them as a Keras-layout .npz (x_train, y_train, x_test, y_test) for "
@@ -135,15 +134,40 @@ def build_parser():
                               "(default 0.25)")
     samples.add_argument("--json", action="store_true", help="print JSON instead of lines")
 
+
+def serve_options(serve):
     # serve parses its own options (edge_runtime/serve/server.py), so nothing of it loads unless it runs.
-    serve = commands.add_parser("serve", add_help=False, prefix_chars="\0",
-                                help="the model as an HTTP service: API, page, metrics (needs [serve]; serve --help)")
     serve.add_argument("serve_arguments", nargs=argparse.REMAINDER)
+
+
+# name: (help line, what adds its arguments, extra add_parser options)
+COMMANDS = {
+    "predict": ("classify images (PNG, JPEG, PGM, .npy)", predict_options, {}),
+    "eval": ("accuracy on the bundled test set against the float model", eval_options, {}),
+    "bench": ("latency, throughput, cold start and peak memory", bench_options, {}),
+    "info": ("the manifest entry and input/output details of a model", info_options, {}),
+    "samples": ("labelled samples collected by serve --collect, as training data", samples_options, {}),
+    "serve": ("the model as an HTTP service: API, page, metrics (needs [serve]; serve --help)", serve_options,
+              {"add_help": False, "prefix_chars": "\0"}),
+}
+
+
+def build_parser(command=None):
+    """The command line's parser: every command, or only `command`, the one about to run (building
+    all of them costs a few ms of every start, and a known command never needs the others)."""
+    parser = OneLineParser(prog="mnist-edge", description=__doc__.splitlines()[0])
+    # An explicit prog spares argparse a help formatter now, and with it the import of shutil
+    # (and of bz2 and lzma through it): a few ms and an MiB of every command's start.
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, prog="mnist-edge")
+    for name, (help_line, add_options, options) in COMMANDS.items():
+        if command is None or command == name:
+            add_options(commands.add_parser(name, help=help_line, **options))
     return parser
 
 
 def main(argv=None):
-    arguments = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    arguments = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info,
                 "samples": run_samples, "serve": run_serve}
     try:

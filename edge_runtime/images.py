@@ -166,17 +166,22 @@ def reduction_factor(height, width, max_side):
 
 
 def block_mean(pixels, factor):
-    """Average `factor`×`factor` blocks of an (H, W[, C]) array; blocks cut by the edge average what they hold."""
+    """Average `factor`×`factor` blocks of an (H, W[, C]) array; blocks cut by the edge average what they hold.
+
+    Summed as factor² strided slices: numpy reduces those far faster than a (rows, factor, columns,
+    factor) view over its two short axes.
+    """
     if factor == 1:
         return pixels.astype(np.float32, copy=False)
     height, width = pixels.shape[:2]
     rows, columns = -(-height // factor), -(-width // factor)
+    sums = np.zeros((rows, columns, *pixels.shape[2:]), dtype=np.float32)
+    for down in range(factor):
+        for right in range(factor):
+            part = pixels[down::factor, right::factor]
+            sums[: part.shape[0], : part.shape[1]] += part
     if height % factor == 0 and width % factor == 0:
-        blocks = pixels.reshape(rows, factor, columns, factor, *pixels.shape[2:])
-        return blocks.sum(axis=(1, 3), dtype=np.float32) / np.float32(factor * factor)
-    padded = np.zeros((rows * factor, columns * factor, *pixels.shape[2:]), dtype=np.float32)
-    padded[:height, :width] = pixels
-    sums = padded.reshape(rows, factor, columns, factor, *pixels.shape[2:]).sum(axis=(1, 3))
+        return sums / np.float32(factor * factor)
     counts = np.outer(np.minimum(factor, height - np.arange(rows) * factor),
                       np.minimum(factor, width - np.arange(columns) * factor)).astype(np.float32)
     return sums / (counts if pixels.ndim == 2 else counts[..., None])
@@ -255,7 +260,8 @@ def pillow_pixels(image):
         pixels = np.asarray(image, dtype=np.float32)
         top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
         return np.clip(pixels / top, 0.0, 1.0)[..., None]
-    pixels = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    pixels = np.asarray(image, dtype=np.float32)  # a new array: scaled in place, no second copy
+    pixels /= np.float32(255.0)
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
@@ -291,7 +297,8 @@ def read_png_in_strips(path, factor, mode):
         exif = Image.Exif()
         exif.load(header.exif)
         orientation = exif.get(0x0112)
-    return np.ascontiguousarray(upright(np.concatenate(reduced, axis=0), orientation))
+    whole = reduced[0] if len(reduced) == 1 else np.concatenate(reduced, axis=0)
+    return np.ascontiguousarray(upright(whole, orientation))
 
 
 def read_pnm(path, name, mode="L", max_side=WORKING_SIDE):
@@ -573,7 +580,9 @@ def connected_pieces(mask):
     row above through a union-find.
     """
     height, width = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    framed = np.zeros((height, width + 2), dtype=np.int8)
+    framed[:, 1:-1] = mask
+    edges = np.diff(framed, axis=1)
     run_rows, run_starts = np.nonzero(edges == 1)
     run_ends = np.nonzero(edges == -1)[1]  # exclusive
     parent = list(range(len(run_rows)))
@@ -597,12 +606,11 @@ def connected_pieces(mask):
                 above += 1
             else:
                 here += 1
-    roots = np.array([root(run) for run in range(len(run_rows))], dtype=np.int64)
-    unique_roots, run_labels = np.unique(roots, return_inverse=True)
+    pieces = {}  # a piece's root run → its label, 1, 2, ... in the order the pieces' first runs come
     labels = np.zeros((height, width), dtype=np.int32)
-    for row, start, end, label in zip(run_rows, run_starts, run_ends, run_labels):
-        labels[row, start:end] = label + 1
-    return labels, len(unique_roots)
+    for run, (row, start, end) in enumerate(zip(run_rows, run_starts, run_ends)):
+        labels[row, start:end] = pieces.setdefault(root(run), len(pieces) + 1)
+    return labels, len(pieces)
 
 
 def draw_strokes(ink, strength):
@@ -648,7 +656,8 @@ def crop_to_ink(mask):
 def stroke_width(strokes):
     """Mean stroke width in pixels of the 20×20 box: 2 × area / perimeter (a long stroke's perimeter is
     twice its length), the perimeter counted as pixel edges between ink and paper."""
-    padded = np.pad(strokes, 1)
+    padded = np.zeros((strokes.shape[0] + 2, strokes.shape[1] + 2), dtype=bool)
+    padded[1:-1, 1:-1] = strokes
     perimeter = np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1])
     return 2.0 * np.count_nonzero(strokes) / max(perimeter, 1) * DIGIT_BOX / max(strokes.shape)
 
@@ -657,7 +666,8 @@ def round_brush(mask, radius, thicken):
     """Dilate (thicken) or erode a mask with a disc of `radius` pixels."""
     reach = int(math.ceil(radius))
     height, width = mask.shape
-    padded = np.pad(mask, reach, constant_values=not thicken)
+    padded = np.full((height + 2 * reach, width + 2 * reach), not thicken, dtype=bool)
+    padded[reach : reach + height, reach : reach + width] = mask
     result = mask.copy()
     for down in range(-reach, reach + 1):
         for right in range(-reach, reach + 1):
@@ -668,7 +678,10 @@ def round_brush(mask, radius, thicken):
 
 
 def resample(image, height, width):
-    """Resize a 2-D array with numpy alone: area averaging when shrinking, linear when enlarging."""
+    """Resize a 2-D array with numpy alone: area averaging when shrinking, linear when enlarging.
+
+    No matrix products: BLAS would cost every `predict`'s start more than the resizing itself.
+    """
     return resample_axis(resample_axis(image, height, axis=0), width, axis=1)
 
 
@@ -683,29 +696,46 @@ def resample_axis(image, size, axis):
     old = image.shape[axis]
     if size == old:
         return image
-    weights = area_weights(old, size) if size < old else linear_weights(old, size)
-    return np.tensordot(weights, image, axes=([1], [axis])) if axis == 0 else image @ weights.T
+    if size > old:
+        return linear_along(image, size, axis)
+    if axis == 0:
+        return area_average_rows(image, size)
+    return np.ascontiguousarray(area_average_rows(image.T, size).T)
 
 
-def area_weights(old, new):
-    """(new, old) matrix: each output pixel averages the input pixels it covers, by overlap."""
-    edges = np.arange(new + 1) * (old / new)
-    starts, ends = edges[:-1, None], edges[1:, None]
-    left = np.arange(old)[None, :]
-    overlap = np.clip(np.minimum(ends, left + 1) - np.maximum(starts, left), 0.0, None)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+AREA_CHUNK = 1 << 16  # values per float64 running sum in area_average_rows: half a megabyte
 
 
-def linear_weights(old, new):
-    """(new, old) matrix of linear interpolation between input pixel centres."""
-    centres = np.clip((np.arange(new) + 0.5) * (old / new) - 0.5, 0.0, old - 1)
-    low = np.floor(centres).astype(int)
+def area_average_rows(image, size):
+    """Shrink a 2-D array along its rows to `size`: each output row is the mean of the input rows it
+    covers, weighted by how much of each it covers. Exact, from running sums of the rows (in float64,
+    a block of columns at a time) read at the fractional edges of each output row."""
+    old, width = image.shape
+    edges = np.arange(size + 1) * (old / size)
+    whole = np.minimum(np.floor(edges).astype(np.intp), old - 1)
+    part = (edges - whole)[:, None]
+    spans = (edges[1:] - edges[:-1])[:, None]
+    result = np.empty((size, width), dtype=np.float32)
+    step = max(1, AREA_CHUNK // (old + 1))
+    for start in range(0, width, step):
+        block = image[:, start : start + step].astype(np.float64)
+        running = np.zeros((old + 1, block.shape[1]))
+        np.cumsum(block, axis=0, out=running[1:])
+        below = running[whole] + part * block[whole]  # everything above each edge
+        result[:, start : start + step] = (below[1:] - below[:-1]) / spans
+    return result
+
+
+def linear_along(image, size, axis):
+    """Enlarge a 2-D array along `axis` to `size` by linear interpolation between input pixel centres."""
+    old = image.shape[axis]
+    centres = np.clip((np.arange(size) + 0.5) * (old / size) - 0.5, 0.0, old - 1)
+    low = np.floor(centres).astype(np.intp)
     high = np.minimum(low + 1, old - 1)
     fraction = (centres - low).astype(np.float32)
-    weights = np.zeros((new, old), dtype=np.float32)
-    weights[np.arange(new), low] += 1.0 - fraction
-    weights[np.arange(new), high] += fraction
-    return weights
+    fraction = fraction[:, None] if axis == 0 else fraction[None, :]
+    low_values, high_values = np.take(image, low, axis=axis), np.take(image, high, axis=axis)
+    return (low_values + (high_values - low_values) * fraction).astype(np.float32, copy=False)
 
 
 def place_by_centre_of_mass(digit):

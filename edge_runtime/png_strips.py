@@ -178,7 +178,8 @@ def to_pixels(header, raw, rows, channels):
         return pixels
     values = values.reshape(rows, width, channels)
     top = float((1 << depth) - 1)
-    pixels = values.astype(np.float32) / np.float32(top)
+    pixels = values.astype(np.float32)
+    pixels /= np.float32(top)  # in place: no second full-size copy
     if header.transparency and header.colour_type in (0, 2):  # one colour is transparent
         key = np.frombuffer(header.transparency, dtype=">u2")[:channels]
         opaque = ~np.all(values == key, axis=2, keepdims=True)

@@ -5,6 +5,8 @@ were prepared in training and how they are prepared on the device. The input sha
 constant of this module: it is the model's own (read from its input tensor) or the data's.
 """
 
+import math
+
 import numpy as np
 
 from edge_runtime import errors
@@ -53,12 +55,13 @@ def to_unit_float(pixels, name="input"):
     if not np.issubdtype(array.dtype, np.floating):
         raise errors.InputError(f"{name}: expected uint8 or float pixels, got dtype {array.dtype}")
     array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
+    if not array.size:
+        return array
+    lowest, highest = float(array.min()), float(array.max())  # NaN anywhere makes both NaN
+    if not (math.isfinite(lowest) and math.isfinite(highest)):
         raise errors.InputError(f"{name}: contains NaN or infinite values")
-    if array.size and (array.min() < 0.0 or array.max() > 1.0):
-        raise errors.InputError(
-            f"{name}: float pixels must be in [0, 1], found [{array.min():.3g}, {array.max():.3g}]"
-        )
+    if lowest < 0.0 or highest > 1.0:
+        raise errors.InputError(f"{name}: float pixels must be in [0, 1], found [{lowest:.3g}, {highest:.3g}]")
     return array
 
 

@@ -51,6 +51,11 @@ class Device:
         self.home = self.rootfs / HOME.lstrip("/")
 
     def run(self, command, cpu, environment=None, timeout=1800):
+        argv, variables, _ = self.launch(command, cpu, environment)
+        return timed_run(argv, variables, timeout, f"[{self.name} {cpu}] {command[:150]}")
+
+    def launch(self, command, cpu, environment=None):
+        """(argv, environment, cwd) that run `command` in ~ on the device, as the CPU `cpu`."""
         variables = {
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": HOME, "USER": "pi", "LANG": "C.UTF-8", "QEMU_CPU": cpu,
@@ -60,8 +65,7 @@ class Device:
             "PIP_CACHE_DIR": PIP_CACHE, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
             "PIP_DEFAULT_TIMEOUT": "60", **(environment or {}),
         }
-        return timed_run(["chroot", str(self.rootfs), "/bin/bash", "-c", f"set -e; cd ~; {command}"],
-                         variables, timeout, f"[{self.name} {cpu}] {command[:150]}")
+        return ["chroot", str(self.rootfs), "/bin/bash", "-c", f"set -e; cd ~; {command}"], variables, None
 
     def python(self, venv_name):
         return f"~/venv-{venv_name}/bin/python"
@@ -78,13 +82,20 @@ class X86:
         self.pythons = {"edge,onnx": workstation_python}
 
     def run(self, command, cpu=None, environment=None, timeout=900):
+        argv, variables, cwd = self.launch(command, cpu, environment)
+        return timed_run(argv, variables, timeout, f"[x86] {command[:150]}", cwd=cwd)
+
+    def launch(self, command, cpu=None, environment=None):
+        """(argv, environment, cwd) that run `command` in the scratch directory."""
         variables = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "MNIST_EDGE_NATIVE_LOG": "1", **(environment or {})}
-        return timed_run(["/bin/bash", "-c", f"set -e; {command}"], variables, timeout, f"[x86] {command[:150]}",
-                         cwd=self.home)
+        return ["/bin/bash", "-c", f"set -e; {command}"], variables, self.home
 
     def python(self, venv):
-        """The x86 python for a device venv: the workstation's for LiteRT, else a venv made by install_twins."""
-        return self.pythons[venv.extras]
+        """The x86 python for a device venv: the workstation's for LiteRT, else a venv made by install_twins.
+
+        The `serve` extra (waitress, prometheus-client) does not change which: every twin has it.
+        """
+        return self.pythons[",".join(extra for extra in venv.extras.split(",") if extra and extra != "serve")]
 
     def install_twins(self, wheel):
         """The x86 twins of the other device installs, at the same versions as on the device.
@@ -92,8 +103,8 @@ class X86:
         tflite-runtime 2.14 (numpy 1.x) for the tflite-runtime venvs, and numpy, Pillow and the wheel
         with no interpreter for the venvs over Debian's numpy (the numpy engine by automatic choice).
         """
-        for extras, lock, requirements in (("tflite-runtime", "device-tflite-runtime.lock", [f"{wheel}[tflite-runtime]"]),
-                                           ("", "device-litert.lock", [str(wheel), "pillow"])):
+        for extras, lock, requirements in (("tflite-runtime", "device-tflite-runtime.lock", [f"{wheel}[tflite-runtime,serve]"]),
+                                           ("", "device-litert.lock", [f"{wheel}[serve]"])):
             venv = self.home / f"x86-venv-{extras or 'numpy-only'}"
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             result = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",

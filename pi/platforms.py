@@ -43,7 +43,9 @@ class Run:
     """One device command with an x86 twin.
 
     kind: "eval" (accuracy and raw outputs), "reference" (eval with the interpreter's reference
-    kernels, MNIST_EDGE_TFLITE_KERNELS=reference), "predict" (PNG photos) or "bench".
+    kernels, MNIST_EDGE_TFLITE_KERNELS=reference), "predict" (PNG photos), "bench", or "serve" (the
+    HTTP service started on the device, its self-check on `images` test images, then the PNG photos
+    posted to /api/predict from this machine over loopback).
     target: "int8" (the int8 .tflite alone: no float reference beside it, which would cost several
     times the int8 model under emulation) or "bundle" (the README's `eval mnist-edge-bundle/`).
     backend: forced with --backend, or None for the automatic choice.
@@ -60,7 +62,7 @@ class Run:
     @property
     def key(self):
         parts = [self.kind, self.target if self.kind == "eval" else None, self.backend or "auto", self.venv]
-        return "-".join(part for part in parts if part) + (f"-{self.images}" if self.kind in ("eval", "reference") else "")
+        return "-".join(part for part in parts if part) + (f"-{self.images}" if self.kind in ("eval", "reference", "serve") else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +85,8 @@ class Row:
         return tuple(dict.fromkeys(run.cpu for run in self.runs))
 
 
-LITERT = Venv("litert", "edge,onnx", False, "device-litert.lock")
+# The serve extra (waitress, prometheus-client: pure Python) where a row runs `serve`.
+LITERT = Venv("litert", "edge,onnx,serve", False, "device-litert.lock")
 TFLITE_RUNTIME = Venv("tflite-runtime", "tflite-runtime", True, "device-tflite-runtime.lock")
 
 
@@ -104,6 +107,7 @@ def pi4_and_pi5_runs():
         Run("eval", "litert", "cortex-a72", "numpy", FULL, "int8", 286),
         Run("eval", "tflite-runtime", "cortex-a76", "numpy", SUBSET, "int8", 94),
         Run("bench", "litert", "cortex-a72", seconds=23),
+        Run("serve", "litert", "cortex-a72", None, REFERENCE_IMAGES, seconds=60),
     ]
     return tuple(runs)
 
@@ -130,9 +134,10 @@ ROWS = (
          Run("predict", "tflite-runtime", "cortex-a7", seconds=20),
          Run("predict", "tflite-runtime", "cortex-a7", "numpy", seconds=20))),
     Row("bookworm-armel", "Pi 1, Zero, Zero W (ARMv6)", "32-bit bookworm armel (soft-float), Python 3.11",
-        (Venv("debian", "", True, "device-armel.lock"),),
+        (Venv("debian", "serve", True, "device-armel.lock"),),
         (Run("eval", "debian", "arm1176", None, FULL, "bundle", 204),
-         Run("predict", "debian", "arm1176", seconds=30)),
+         Run("predict", "debian", "arm1176", seconds=30),
+         Run("serve", "debian", "arm1176", "numpy", REFERENCE_IMAGES, seconds=90)),
         rss_limit_mib=128.0),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import pathlib
 import shutil
+import time
 
 import numpy as np
 
@@ -90,6 +91,9 @@ def arguments_for(run, outputs):
         return environment, f"eval {target}{backend}{subset} --threads 1 --json --save-outputs {outputs}"
     if run.kind == "predict":
         return "", f"predict int8-only/model_int8.tflite digits/{backend} --json"
+    if run.kind == "serve":
+        # `exec`: the server is the process that SIGTERM reaches, as under systemd.
+        return "exec ", (f"serve {BUNDLE}/ --port 0 --self-check-images {run.images}{backend} --threads 1")
     if run.kind == "bench":
         return "", f"bench {BUNDLE}/model_int8.tflite{backend} --runs 20 --test-set test-{BENCH_IMAGES}.npz --json"
     raise ValueError(f"unknown run kind {run.kind!r}")
@@ -107,6 +111,8 @@ def execute(run, runner, python, outputs):
     The record: key, cpu, seconds, exit status, the parsed --json output, whether XNNPACK was
     active, the outputs directory (relative to the runner's home), and the last stderr line on failure.
     """
+    if run.kind == "serve":
+        return serve_and_query(run, runner, python)
     environment, arguments = arguments_for(run, outputs)
     result = runner.run(f"{environment}{python} -m edge_runtime {arguments}", run.cpu)
     record = {"key": run.key, "cpu": run.cpu, "seconds": round(result.seconds, 1), "status": result.returncode,
@@ -126,3 +132,58 @@ def load_outputs(home, record, model, backend):
     """The raw outputs a run saved for (model, backend), or None when the file is missing."""
     path = pathlib.Path(home) / record["outputs"] / f"{model}.{backend}.npy"
     return np.load(path) if path.is_file() else None
+
+
+def serve_and_query(run, runner, python):
+    """Start `serve` with `runner` (Device or X86), ask it from this machine over loopback, stop it with SIGTERM.
+
+    The device's chroot shares this machine's network, so its 127.0.0.1 is ours. Asked: /readyz,
+    /api/info (the model's sha256, the backend, the self-check), every PNG photo of the layout's
+    digits/ posted as image/png to /api/predict, and /metrics. The record's json holds the answers:
+    {"ready_seconds", "readyz", "info", "labels": {file: label}, "statuses": {file: HTTP status},
+    "metrics_predictions": the predictions /metrics counted, "exit": the status after SIGTERM}.
+    """
+    import http.client
+    import re
+
+    from benchmarks.http_load import ServeProcess
+
+    prefix, arguments = arguments_for(run, None)
+    launch = runner.launch(f"{prefix}{python} -m edge_runtime {arguments}", run.cpu)
+    record = {"key": run.key, "cpu": run.cpu, "status": 0, "xnnpack": False, "outputs": None, "json": None}
+    server = ServeProcess(None, launch=launch, startup_timeout=1200)
+    started = time.monotonic()
+
+    def ask(method, path, body=None, headers=None):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    try:
+        server.start()
+        answers = {"ready_seconds": round(server.ready_seconds, 1), "labels": {}, "statuses": {}}
+        answers["readyz"] = ask("GET", "/readyz")[0]
+        answers["info"] = json.loads(ask("GET", "/api/info")[1])
+        for photo in sorted((pathlib.Path(runner.home) / "digits").glob("*.png")):
+            status, body = ask("POST", "/api/predict", photo.read_bytes(), {"Content-Type": "image/png"})
+            answers["statuses"][photo.name] = status
+            if status == 200:
+                answers["labels"][photo.name] = json.loads(body)["predictions"][0]["label"]
+        metrics = ask("GET", "/metrics")[1].decode()
+        counted = re.findall(r'^mnist_edge_predictions_total\{[^}]*\} ([0-9.e+]+)$', metrics, re.MULTILINE)
+        answers["metrics_predictions"] = sum(float(value) for value in counted)
+        record["json"] = answers
+    except (OSError, RuntimeError, TimeoutError, ValueError, http.client.HTTPException) as error:
+        record["status"] = -1
+        record["error"] = f"{type(error).__name__}: {str(error)[-600:]}"
+    finally:
+        exit_status = server.stop()
+        record["seconds"] = round(time.monotonic() - started, 1)
+        record["xnnpack"] = "XNNPACK delegate" in server.log_text()
+    if record["json"] is not None:
+        record["json"]["exit"] = exit_status
+    return record

@@ -10,6 +10,8 @@ The rules, each a failure line when broken:
 - reference kernels (BUILTIN_REF, plain integer C++): bit-identical to x86, so the emulator
   computes integers exactly as the hardware does;
 - predict on PNG photos: x86's labels;
+- serve: ready (its self-check passed) with x86's self-check figures and model sha256; every PNG
+  photo posted to /api/predict answered 200 with x86's label, counted in /metrics; exit 0 on SIGTERM;
 - a row's RSS limit (the ARMv6 row: a Pi Zero has 512 MB): every eval's peak RSS, qemu included;
 - the emulated /proc/cpuinfo names the CPU asked for (its part number, or for ARMv6 its model).
 """
@@ -59,6 +61,8 @@ class Verdict:
                 self.judge_eval(row, run, what, ours, theirs, device_home, x86_home, x86_reference)
             elif run.kind == "predict":
                 self.judge_predict(row, run, what, ours, theirs)
+            elif run.kind == "serve":
+                self.judge_serve(row, run, what, ours, theirs)
             elif run.kind == "bench":
                 self.notes.append(f"{row.name} {run.cpu} bench: cold start to first prediction, peak RSS "
                                   f"{ours['json']['peak_rss_mib']:.1f} MiB emulated, {theirs['json']['peak_rss_mib']:.1f}"
@@ -119,6 +123,34 @@ class Verdict:
                           f"x86: {'same labels' if mine == reference else 'DIFFERENT'})")
         if mine != reference:
             self.fail(f"{what}: predict gave {mine}, x86 gave {reference}")
+
+    def judge_serve(self, row, run, what, ours, theirs):
+        mine, reference = ours["json"], theirs["json"]
+        check, reference_check = mine["info"]["self_check"] or {}, reference["info"]["self_check"] or {}
+        figures = ("images", "accuracy", "float_accuracy", "agreement_with_float")
+        right = sum(mine["labels"].get(name) == label for name, label in self.truth.items())
+        self.notes.append(
+            f"{row.name} {run.cpu} serve ({mine['info']['backend']}): ready in {mine['ready_seconds']:.0f} s emulated "
+            f"(self-check on {check.get('images')} images: {100 * (check.get('accuracy') or 0):.2f}%, drop "
+            f"{'-' if check.get('drop_points') is None else format(check['drop_points'], '.2f')} pt against the "
+            f"{check.get('float_accuracy_source')}), {len(mine['labels'])} PNG digits over HTTP -> {right}/{len(self.truth)} "
+            f"right; x86 serve: {'same answers' if mine['labels'] == reference['labels'] else 'DIFFERENT'}")
+        problems = []
+        if mine["readyz"] != 200 or not check.get("passed"):
+            problems.append(f"/readyz answered {mine['readyz']}, self-check {check}")
+        if any(check.get(name) != reference_check.get(name) for name in figures):
+            problems.append(f"self-check {[check.get(n) for n in figures]} != x86 {[reference_check.get(n) for n in figures]}")
+        if mine["info"]["sha256"] != reference["info"]["sha256"] or mine["info"]["backend"] != reference["info"]["backend"]:
+            problems.append(f"/api/info model {mine['info']['sha256']} on {mine['info']['backend']}, x86 "
+                            f"{reference['info']['sha256']} on {reference['info']['backend']}")
+        if set(mine["statuses"].values()) != {200} or mine["labels"] != reference["labels"]:
+            problems.append(f"/api/predict answered {mine['statuses']} with {mine['labels']}, x86 {reference['labels']}")
+        if mine["metrics_predictions"] != len(mine["labels"]):
+            problems.append(f"/metrics counted {mine['metrics_predictions']} predictions for {len(mine['labels'])} answered")
+        if mine["exit"] != 0:
+            problems.append(f"exit status {mine['exit']} after SIGTERM")
+        for problem in problems:
+            self.fail(f"{what}: {problem}")
 
 
 def outputs_text(line):

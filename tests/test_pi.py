@@ -121,3 +121,20 @@ def test_installed_as_the_readme_says(summary):
     assert installs["bookworm-armel"]["debian"]["backends"] == "numpy"
     assert installs["bookworm-armel"]["debian"]["numpy"] == "1.24.2"
     assert installs["bookworm-armel"]["debian"]["pillow"] == "9.4.0"
+
+
+def test_serve_starts_on_the_emulated_pi_and_answers_the_host_over_loopback(summary):
+    """`serve` on 64-bit bookworm (LiteRT, Pi 4) and on ARMv6 (the numpy engine, Pi Zero): self-check
+    passed, the PNG photos posted from this machine answered as x86's serve answers them."""
+    served = {key: record for key, record in summary["device"].items() if " serve-" in key}
+    assert {key.split()[0] for key in served} == {"bookworm-arm64", "bookworm-armel"}, sorted(served)
+    for key, record in served.items():
+        answers = record["json"]
+        assert record["status"] == 0 and answers["readyz"] == 200 and answers["exit"] == 0, (key, record)
+        assert answers["info"]["self_check"]["passed"] and answers["info"]["self_check"]["images"] == 1000, key
+        assert set(answers["statuses"].values()) == {200} and len(answers["labels"]) == len(summary["truth"]), key
+        right = sum(answers["labels"][name] == label for name, label in summary["truth"].items())
+        assert right >= len(summary["truth"]) - 1, (key, answers["labels"])
+    assert served[next(key for key in served if key.startswith("bookworm-armel"))]["json"]["info"]["backend"] == "numpy"
+    notes = [note for note in summary["notes"] if " serve (" in note]
+    assert len(notes) == 2 and all("x86 serve: same answers" in note for note in notes), notes
