@@ -166,3 +166,30 @@ def test_platform_report_names_this_machine_and_the_numpy_engine_arithmetic():
     assert facts["platform-numpy"] == np.__version__
     assert facts["platform-numpy-engine-arithmetic"] == "integer"
     assert "numpy" in facts["platform-backends"].split(",")
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "model_int8.tflite", "digit.png"],
+    ["predict", "bundle/model.tflite", "a.png", "scans/", "-"],
+])
+def test_predict_read_without_argparse_gets_what_argparse_gives(argv):
+    """The plain `predict MODEL IMAGE...` is parsed without argparse; its result must be argparse's."""
+    from edge_runtime import cli, options
+
+    assert vars(cli.parse_arguments(argv)) == vars(options.build_parser().parse_args(argv))
+    assert vars(cli.parse_arguments(argv)) == vars(options.build_parser("predict").parse_args(argv))
+
+
+def test_predict_without_options_does_not_import_argparse(bundle, tmp_path):
+    from PIL import Image
+
+    digit = np.full((56, 56), 255, np.uint8)
+    digit[10:46, 26:31] = 0  # a "1"
+    Image.fromarray(digit).save(tmp_path / "one.png")
+    program = ("import sys, runpy\nsys.argv = ['edge_runtime', *sys.argv[1:]]\n"
+               "try:\n    runpy.run_module('edge_runtime', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+               "print('argparse loaded:', 'argparse' in sys.modules, file=sys.stderr)\n")
+    result = run_cli("-c", program, "predict", str(bundle / "model_int8.tflite"), str(tmp_path / "one.png"))
+    assert "argparse loaded: False" in result.stderr and "one.png" in result.stdout, result.stderr
+    result = run_cli("-c", program, "predict", str(bundle / "model_int8.tflite"), str(tmp_path / "one.png"), "--json")
+    assert "argparse loaded: True" in result.stderr, result.stderr
