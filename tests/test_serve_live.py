@@ -219,6 +219,7 @@ def png_of(image, size=140):
     return buffer.getvalue()
 
 
+@pytest.mark.slow  # real TensorFlow training
 def test_collected_samples_keep_the_newest_and_train(bundle, test_images, untrained_export, tmp_path):
     images, labels = test_images
     folder = tmp_path / "samples"
