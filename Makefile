@@ -72,7 +72,7 @@ handwriting: $(ARTIFACTS)/manifest.json
 	$(PYTHON) -m handwriting --artifacts $(ARTIFACTS) --min-accuracy $(HANDWRITING_FLOOR) --json $(ARTIFACTS)/handwriting.json
 
 # The bundle installed and run on every emulated Raspberry Pi OS (64-bit bookworm and trixie, 32-bit
-# armhf and ARMv6 armel rootfs, qemu-user; needs root, installs debootstrap and qemu 10 itself, caches
+# bookworm and trixie armhf, ARMv6 armel rootfs, qemu-user; needs root, installs debootstrap and qemu 10 itself, caches
 # each rootfs in /var/cache/mnist-edge), compared with x86. PI_ROWS=a,b checks some rows only.
 PI_ROWS ?=
 .PHONY: pi-check

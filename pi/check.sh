@@ -3,7 +3,7 @@
 # bit for bit. Needs root (mounts, binfmt_misc, debootstrap); installs its host packages.
 #
 #   pi/check.sh [--bundle artifacts/mnist-edge-bundle.tar.gz] [--python .venv/bin/python]
-#               [--rows bookworm-arm64,trixie-arm64,bookworm-armhf,bookworm-armel] [pi.check options]
+#               [--rows bookworm-arm64,trixie-arm64,bookworm-armhf,trixie-armhf,bookworm-armel] [pi.check options]
 #
 # Builds or reuses each row's cached rootfs (pi/rootfs.sh; missing ones are built in parallel),
 # mounts /proc, /sys, /dev and the wheel cache in each, runs `python -m pi.check`, and unmounts

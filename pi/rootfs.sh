@@ -43,7 +43,7 @@ CACHE_ROOT=${MNIST_EDGE_PI_CACHE:-/var/cache/mnist-edge}
 SETUP_TIMEOUT=${MNIST_EDGE_PI_SETUP_TIMEOUT:-900}   # seconds for host packages + debootstrap
 ROOTFS_PIP_CACHE=/var/cache/mnist-edge-pip   # inside the rootfs: the host's $CACHE_ROOT/pip-$ARCH
 BINFMT_DIR=/proc/sys/fs/binfmt_misc
-ROOTFS_NAMES="bookworm-arm64 trixie-arm64 bookworm-armhf bookworm-armel"
+ROOTFS_NAMES="bookworm-arm64 trixie-arm64 bookworm-armhf trixie-armhf bookworm-armel"
 
 # What each emulated OS is built from. Python with venv, Debian's numpy (for venvs made with
 # --system-site-packages, as Raspberry Pi OS users make them for tflite-runtime and the numpy
@@ -59,6 +59,9 @@ select_rootfs() {
             ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
         bookworm-armhf)   # 32-bit, ARMv7 hard-float: Python 3.11, numpy 1.24, Pillow 9.4
             SUITE=bookworm ARCH=armhf QEMU=arm
+            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
+        trixie-armhf)     # the current 32-bit Raspberry Pi OS's Debian: Python 3.13, numpy 2.2, Pillow 11.1
+            SUITE=trixie ARCH=armhf QEMU=arm
             ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
         bookworm-armel)   # 32-bit, ARMv5+ soft-float, which an ARMv6 runs: Python 3.11, numpy 1.24, Pillow 9.4
             SUITE=bookworm ARCH=armel QEMU=arm

@@ -1,7 +1,7 @@
 """The deploy bundle on every emulated Raspberry Pi OS: `pi/check.sh`, the same as `make pi-check`.
 
 Slow (see the README for each row's cost) and needs root: it builds or reuses a rootfs per row (64-bit
-bookworm and trixie, 32-bit bookworm armhf and armel), installs the bundle there as the README tells
+bookworm and trixie, 32-bit bookworm and trixie armhf, bookworm armel), installs the bundle there as the README tells
 that platform's users, and checks that eval, predict and bench give the x86 results. One check runs
 for the module; the tests read its summary. Skipped where the machine cannot emulate (not root, no
 binfmt_misc, no debootstrap), except in CI, where that is a failure.
@@ -60,12 +60,12 @@ def lines_of(summary, row, **fields):
 
 def test_every_row_passes(summary):
     assert summary["failures"] == []
-    assert set(summary["rows"]) == {"bookworm-arm64", "trixie-arm64", "bookworm-armhf", "bookworm-armel"}
+    assert set(summary["rows"]) == {"bookworm-arm64", "trixie-arm64", "bookworm-armhf", "trixie-armhf", "bookworm-armel"}
     for name, row in summary["rows"].items():
         assert row["passed"], name
     notes = "\n".join(summary["notes"])
     # predict on PNG photos, on every row, with x86's labels.
-    assert notes.count("x86: same labels") == 7, notes
+    assert notes.count("x86: same labels") == 8, notes
     assert "DIFFERENT" not in notes
 
 
@@ -87,8 +87,8 @@ def test_interpreters_on_64_and_32_bit_rows_match_x86(summary):
         assert int8["top1_identical"] and int8["xnnpack"] and int8["max_difference"] <= 1
         for line in lines_of(summary, "bookworm-arm64", cpu=cpu, kind="reference"):
             assert line["outputs_identical"], line
-        assert lines_of(summary, "bookworm-arm64", cpu=cpu, backend="onnxruntime")[0]["outputs_identical"]
-        assert lines_of(summary, "bookworm-arm64", cpu=cpu, backend="tflite-runtime", kind="eval")[0]["top1_identical"]
+    assert lines_of(summary, "bookworm-arm64", cpu="cortex-a72", backend="onnxruntime")[0]["outputs_identical"]
+    assert lines_of(summary, "bookworm-arm64", cpu="cortex-a72", backend="tflite-runtime", kind="eval")[0]["top1_identical"]
     (trixie,) = lines_of(summary, "trixie-arm64", kind="eval", backend="litert", images=10000)
     assert trixie["accuracy"] == trixie["x86_accuracy"] >= 0.98 and trixie["max_difference"] <= 1
     assert lines_of(summary, "trixie-arm64", backend="onnxruntime")[0]["outputs_identical"]
@@ -117,6 +117,10 @@ def test_installed_as_the_readme_says(summary):
     assert installs["bookworm-armhf"]["tflite-runtime"]["packages"]["tflite-runtime"] == "2.14.0"
     assert installs["bookworm-armhf"]["tflite-runtime"]["numpy"] == "1.24.2"
     assert installs["bookworm-armhf"]["tflite-runtime"]["machine"] == "armv7l"
+    # 32-bit trixie: no interpreter at all; the numpy engine over Debian's numpy 2.2 and Pillow 11.1.
+    trixie_32 = installs["trixie-armhf"]["debian"]
+    assert trixie_32["machine"] == "armv7l" and trixie_32["python"].startswith("3.13"), trixie_32
+    assert trixie_32["backends"] == "numpy" and trixie_32["numpy"].startswith("2.2") and trixie_32["numpy_from"] == "Debian"
     # ARMv6: no interpreter installs; the wheel with no extra runs on Debian's numpy and Pillow.
     assert installs["bookworm-armel"]["debian"]["backends"] == "numpy"
     assert installs["bookworm-armel"]["debian"]["numpy"] == "1.24.2"
