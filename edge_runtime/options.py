@@ -13,6 +13,7 @@ import sys
 
 from edge_runtime import backends
 
+
 def positive_integer(text):
     try:
         value = int(text)
