@@ -32,7 +32,6 @@ def run(stage, expected_errors):
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         stage()
-        return 0  # a Ctrl-C after the last safe point: the stage finished, whole
     except KeyboardInterrupt:
         _interrupted.append(signal.SIGINT)
     except expected_errors as error:
@@ -43,8 +42,12 @@ def run(stage, expected_errors):
         if not _interrupted:
             print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
             return 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    else:
+        # Finished, whole (a Ctrl-C after the last safe point changed nothing). The process only exits
+        # from here on, TensorFlow's teardown included: a Ctrl-C now would end it with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return 0
+    signal.signal(signal.SIGINT, previous)
     print("error: interrupted", file=sys.stderr)
     # Straight out: every file was closed or removed while the interruption unwound, and TensorFlow
     # interrupted mid-graph can crash in its own teardown at exit, which would hide this status.
