@@ -14,34 +14,24 @@ import sys
 from edge_runtime import backends
 
 
-def positive_integer(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def checked(convert, accepts, meaning):
+    """An argparse `type`: `convert` the text (int or float), refused unless `accepts(value)`; both
+    refusals say `must be {meaning}` and what was given."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {value!r}")
+        return value
+
+    return parse
 
 
-def points(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of percentage points, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of points >= 0, got {text!r}")
-    return value
-
-
-def fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (both excluded), got {text!r}")
-    return value
+positive_integer = checked(int, lambda value: value >= 1, "a positive integer")
+points = checked(float, lambda value: math.isfinite(value) and value >= 0, "a finite number of percentage points >= 0")
+fraction = checked(float, lambda value: 0.0 < value < 1.0, "a number between 0 and 1 (both excluded)")
 
 
 class Formatter(argparse.HelpFormatter):
