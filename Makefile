@@ -14,7 +14,7 @@ LABELS_FLAG := $(if $(LABELS),--labels $(LABELS),)
 # Optional: samples collected on the device (mnist-edge samples DIR --out samples.npz): train adds
 # their x_train to the training images, compare tests on their x_test as a second test set.
 EXTRA_DATA ?=
-RUNTIME_SOURCES := $(wildcard edge_runtime/*.py)
+RUNTIME_SOURCES := $(wildcard edge_runtime/*.py edge_runtime/*/*.py)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -55,7 +55,7 @@ compare: $(ARTIFACTS)/manifest.json
 
 bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 
-$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/*.py edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings);

@@ -4,7 +4,7 @@
 
 From process start: import the interpreter (LiteRT, or the numpy engine on its own), load the model,
 run one all-zero input, then print the peak memory (`first-prediction <KiB>`, as
-edge_runtime.cold_start does) so that they can be set side by side with our runtime's.
+edge_runtime.cli.cold_start does) so that they can be set side by side with our runtime's.
 """
 
 import sys
@@ -14,7 +14,7 @@ import numpy as np
 
 def main(model_path, engine="litert"):
     if engine == "numpy":
-        from edge_runtime.tflite_numpy import Interpreter
+        from edge_runtime.engine.interpreter import Interpreter
     else:
         from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=model_path, num_threads=1)

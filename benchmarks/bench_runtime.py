@@ -32,7 +32,7 @@ from edge_runtime import atomic_files, classifier, errors, evaluation, manifest,
 
 # Programs that each go from process start to one prediction, then print their peak RSS (KiB).
 COLD_START_COMMANDS = {
-    "edge_runtime": lambda tflite, keras: ["-m", "edge_runtime.cold_start", str(tflite), "", "1"],
+    "edge_runtime": lambda tflite, keras: ["-m", "edge_runtime.cli.cold_start", str(tflite), "", "1"],
     "bare LiteRT": lambda tflite, keras: [str(REPO_ROOT / "benchmarks" / "bare_interpreter_cold_start.py"), str(tflite)],
     "numpy engine": lambda tflite, keras: [str(REPO_ROOT / "benchmarks" / "bare_interpreter_cold_start.py"), str(tflite),
                                            "numpy"],
@@ -68,7 +68,7 @@ def litert_interpreter(path, kernels="default"):
 
 
 def numpy_engine(path):
-    from edge_runtime.tflite_numpy import Interpreter
+    from edge_runtime.engine.interpreter import Interpreter
 
     return Interpreter(model_path=str(path), num_threads=1)
 

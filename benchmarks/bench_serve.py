@@ -24,7 +24,9 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import http_load  # noqa: E402
-from edge_runtime import atomic_files, benchmarking, classifier, manifest, preparation  # noqa: E402
+from edge_runtime import atomic_files, classifier, manifest  # noqa: E402
+from edge_runtime.cli import benchmarking  # noqa: E402
+from edge_runtime.pictures import preparation  # noqa: E402
 
 BUNDLE_FILES = ("model_int8.tflite", "model_int8.onnx", "model_f32.tflite", "manifest.json")
 CLIENT_COUNTS = (1, 4, 16)
@@ -135,7 +137,7 @@ def in_process_figures(model_path, paths, requests, core):
     os.sched_setaffinity(0, {core})
     try:
         model = classifier.Classifier.load(model_path, threads=1)
-        how = model.preparation()
+        how = preparation.for_classifier(model)
 
         def predict_file(path):
             return model.predict(preparation.prepare_files([path], how)[0])

@@ -2,7 +2,7 @@
 
     python benchmarks/predict_peak_rss.py MODEL IMAGE
 
-Prints predict's line, then `first-prediction <peak RSS in KiB>` (as edge_runtime.cold_start does),
+Prints predict's line, then `first-prediction <peak RSS in KiB>` (as edge_runtime.cli.cold_start does),
 so that bench_serve.py can set the idle server's memory beside it.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from edge_runtime import cli, cold_start  # noqa: E402
+from edge_runtime.cli import cold_start, main as cli  # noqa: E402
 
 
 def main(argv=None):

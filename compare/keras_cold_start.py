@@ -14,7 +14,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from edge_runtime import cold_start
+    from edge_runtime.cli import cold_start
 
     model = keras.models.load_model(argv[0])
     model.predict(np.zeros((1, *model.inputs[0].shape[1:]), np.float32), verbose=0)

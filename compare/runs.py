@@ -11,7 +11,8 @@ import sys
 
 import numpy as np
 
-from edge_runtime import backends, benchmarking, classifier, errors, manifest as manifest_module, preprocessing
+from edge_runtime import backends, classifier, errors, manifest as manifest_module, preprocessing
+from edge_runtime.cli import benchmarking
 
 
 @dataclasses.dataclass
@@ -83,7 +84,7 @@ def runtime_run(path, runtime, precision, test_images, measure=True):
 
 
 def peak_rss_or_nan(command, what):
-    """Peak RSS in MiB of `command` (a cold-start program, see edge_runtime.cold_start); NaN, shown as a dash, if it fails."""
+    """Peak RSS in MiB of `command` (a cold-start program, see edge_runtime.cli.cold_start); NaN, shown as a dash, if it fails."""
     try:
         return benchmarking.child_peak_rss(command, what)[1]
     except errors.EdgeRuntimeError:

@@ -22,7 +22,7 @@ TFLITE_INTERPRETERS = {
     "litert": ("ai_edge_litert.interpreter", "mnist-edge[edge]"),
     "tflite-runtime": ("tflite_runtime.interpreter", "mnist-edge[tflite-runtime]"),
     "tensorflow": ("tensorflow.lite.python.interpreter", "tensorflow"),
-    "numpy": ("edge_runtime.tflite_numpy", "mnist-edge"),
+    "numpy": ("edge_runtime.engine.interpreter", "mnist-edge"),
 }
 INT8_ONLY_BACKENDS = ("numpy",)
 ONNX_RUNTIMES = {"onnxruntime": ("onnxruntime", "mnist-edge[onnx]")}

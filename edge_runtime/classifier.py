@@ -1,7 +1,7 @@
 """The three-line API: `Classifier.load(path)`, then `predict(images)` for labels and probabilities.
 
 One straight line: prepared model inputs → quantized → the interpreter → raw outputs →
-probabilities → labels. Files are decoded and prepared before this (`edge_runtime.preparation`).
+probabilities → labels. Files are decoded and prepared before this (`edge_runtime.pictures.preparation`).
 """
 
 import pathlib
@@ -121,7 +121,7 @@ class Classifier:
         """Classify images that already have the model's input size.
 
         Takes: uint8 or [0, 1] float arrays shaped (H, W[, C]) or (N, H, W[, C]) as the model takes
-        them (prepare picture files with `edge_runtime.preparation.prepare_files`). `progress`, if
+        them (prepare picture files with `edge_runtime.pictures.preparation.prepare_files`). `progress`, if
         given, is called with the number of images done after each batch.
         Returns: Predictions. Raises: InputError for a wrong shape, dtype or values.
         """
@@ -142,12 +142,6 @@ class Classifier:
         raw = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
         probabilities = self.probabilities_from_raw(raw)
         return Predictions(probabilities.argmax(axis=1), probabilities, raw, self.class_names)
-
-    def preparation(self):
-        """How picture files become this model's inputs (see edge_runtime.preparation)."""
-        from edge_runtime import preparation
-
-        return preparation.for_model(self.manifest, self.input_shape)
 
     def describe(self):
         """Return the model's path, backend, input/output details and classes as a JSON-ready dict."""

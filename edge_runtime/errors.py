@@ -19,3 +19,10 @@ class InputError(EdgeRuntimeError):
 
 class BackendUnavailableError(EdgeRuntimeError):
     """No installed interpreter can run the model; the message names the extra to install."""
+
+
+# Exit statuses, the same for every command of the toolkit (the CLI, serve, compare, handwriting).
+EXIT_BAD_INPUT = 1  # a bad file or input: an EdgeRuntimeError's one line
+EXIT_USAGE = 2  # a bad option
+EXIT_FAILED_CHECK = 3  # an accuracy check failed (the int8 model lost more than its tolerance)
+EXIT_INTERRUPTED = 130  # Ctrl-C

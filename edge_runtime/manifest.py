@@ -34,7 +34,7 @@ ROLE_TEST_SET = "test-set"  # .npz with x_test (N, H, W[, C]) uint8 and y_test (
 ROLES = (ROLE_INT8_MODEL, ROLE_FLOAT_MODEL, ROLE_FLOAT_REFERENCE, ROLE_TEST_SET)
 MODEL_ROLES = (ROLE_INT8_MODEL, ROLE_FLOAT_MODEL, ROLE_FLOAT_REFERENCE)
 
-# How a picture is turned into the model's input (edge_runtime.preparation implements both).
+# How a picture is turned into the model's input (edge_runtime.pictures.preparation implements both).
 PREPARATIONS = ("digit", "plain")
 # The training images' look: light things on a dark background (MNIST, Fashion-MNIST), the
 # reverse, or neither (colour photos). A plain preparation inverts pictures to match.

@@ -4,7 +4,7 @@ import os
 import pathlib
 import sys
 
-from edge_runtime.options import OneLineParser
+from edge_runtime.cli.options import OneLineParser
 
 # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -9,7 +9,8 @@ import pathlib
 
 import numpy as np
 
-from edge_runtime import errors, images, statistics
+from edge_runtime import errors, statistics
+from edge_runtime.pictures import preparation
 from handwriting import generate, reference
 
 
@@ -46,7 +47,7 @@ def prepare_all(directory, samples, prepare, progress=None):
 
 def predict_preparation(path):
     """Exactly what `predict FILE` feeds the model."""
-    batch, _ = images.load_images([path])
+    batch, _ = preparation.load_digits([path])
     return batch[0]
 
 

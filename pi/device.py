@@ -135,7 +135,7 @@ def install(device, row, wheel_name):
         log(f"{row.name}: installing {requirement.split('/')[-1]} into {where}{' over Debian packages' if flags else ''}")
         result = device.run(f"python3 -m venv {flags}{where} && . {where}/bin/activate && "
                             f"pip install --quiet -c {venv.lock} {shlex.quote(requirement)} && "
-                            f"pip list --format=freeze && python -m edge_runtime.platform_report",
+                            f"pip list --format=freeze && python -m edge_runtime.cli.platform_report",
                             cpu, timeout=1200)
         if result.returncode != 0:
             raise CheckFailed(f"{row.name}: pip install of {requirement.split('/')[-1]} failed: {last_line(result)}")

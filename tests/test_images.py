@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_runtime import errors, images
+from edge_runtime import errors
+from edge_runtime.pictures import decoding, preparation, resampling
+from edge_runtime.pictures import digit as digit_preparation
 from tests.conftest import run_cli
 from tests.digit_photos import photo_of, write_photos
 
@@ -23,7 +25,7 @@ def centre_of_mass(image):
 def test_a_28x28_mnist_style_png_passes_through_unchanged(mnist, tmp_path):
     digit = mnist.x_test[0]
     Image.fromarray(digit).save(tmp_path / "digit.png")
-    batch, names = images.load_images([tmp_path / "digit.png"])
+    batch, names = preparation.load_digits([tmp_path / "digit.png"])
     assert names == [str(tmp_path / "digit.png")]
     np.testing.assert_array_equal(batch[0], digit.astype(np.float32) / 255)
 
@@ -33,7 +35,7 @@ def test_a_photo_of_a_digit_becomes_that_digit_mnist_style(mnist, tmp_path, suff
     """Dark ink on light paper, 8× larger, off-centre, noisy, (lossy) compressed: back to ≈ the original."""
     digits = mnist.x_test[:20]
     paths = write_photos(digits, mnist.y_test[:20], tmp_path, suffix=suffix)
-    batch, _ = images.load_images(paths)
+    batch, _ = preparation.load_digits(paths)
     assert batch.shape == (20, 28, 28) and batch.dtype == np.float32
     assert batch.min() >= 0.0 and batch.max() == 1.0
     for prepared, original in zip(batch, digits.astype(np.float32) / 255):
@@ -49,7 +51,7 @@ def test_a_photo_of_a_digit_becomes_that_digit_mnist_style(mnist, tmp_path, suff
 def test_aspect_ratio_is_kept_when_fitting_the_20x20_box():
     picture = np.ones((300, 300), dtype=np.float32)
     picture[50:250, 130:170] = 0.0  # a dark bar 200 tall, 40 wide, on white
-    digit = images.to_mnist(picture)
+    digit = digit_preparation.to_mnist(picture)
     rows, columns = np.nonzero(digit.any(axis=1))[0], np.nonzero(digit.any(axis=0))[0]
     assert rows[-1] - rows[0] + 1 == 20
     assert columns[-1] - columns[0] + 1 == 4
@@ -65,7 +67,7 @@ def test_pgm_binary_ascii_and_16_bit_read_like_the_png(mnist, tmp_path):
     (tmp_path / "p2.pgm").write_text(f"P2\n{width} {height}\n255\n{ascii_pixels}\n")
     wide = (picture.astype(">u2") * 257).tobytes()
     (tmp_path / "p5-16bit.pgm").write_bytes(b"P5 %d %d 65535\n" % (width, height) + wide)
-    batch, _ = images.load_images([tmp_path / name for name in ("digit.png", "p5.pgm", "p2.pgm", "p5-16bit.pgm")])
+    batch, _ = preparation.load_digits([tmp_path / name for name in ("digit.png", "p5.pgm", "p2.pgm", "p5-16bit.pgm")])
     for other in batch[1:]:
         np.testing.assert_allclose(other, batch[0], atol=1e-6)
 
@@ -76,7 +78,7 @@ def test_npy_files_single_colour_and_batches(mnist, tmp_path):
     rgb = np.repeat(photo_of(mnist.x_test[4], np.random.default_rng(2))[..., None], 3, axis=2)
     np.save(tmp_path / "rgb.npy", rgb)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    batch, names = images.load_images([tmp_path / "batch.npy", tmp_path / "floats.npy", tmp_path / "rgb.npy",
+    batch, names = preparation.load_digits([tmp_path / "batch.npy", tmp_path / "floats.npy", tmp_path / "rgb.npy",
                                        tmp_path / "rgb.png"])
     assert names[:3] == [f"{tmp_path / 'batch.npy'}[{index}]" for index in range(3)]
     np.testing.assert_array_equal(batch[:4], mnist.x_test[:4].astype(np.float32) / 255)
@@ -89,13 +91,13 @@ def test_a_drawing_on_a_transparent_background_reads_as_ink_on_paper(mnist, tmp_
     drawing[..., 3] = digit
     Image.fromarray(drawing, "RGBA").save(tmp_path / "drawing.png")
     Image.fromarray(255 - digit).save(tmp_path / "paper.png")
-    batch, _ = images.load_images([tmp_path / "drawing.png", tmp_path / "paper.png"])
+    batch, _ = preparation.load_digits([tmp_path / "drawing.png", tmp_path / "paper.png"])
     np.testing.assert_allclose(batch[0], batch[1], atol=0.02)
 
 
 def test_a_blank_picture_has_no_digit():
     with pytest.raises(errors.InputError, match="photo: no digit found"):
-        images.to_mnist(np.full((50, 40), 0.9, dtype=np.float32), name="photo")
+        digit_preparation.to_mnist(np.full((50, 40), 0.9, dtype=np.float32), name="photo")
 
 
 def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(mnist, tmp_path):
@@ -104,11 +106,12 @@ def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(mnist, tmp_path):
     np.save(tmp_path / "digit.npy", mnist.x_test[0])
     code = (
         "import sys; sys.modules['PIL'] = None\n"
-        "from edge_runtime import images, errors\n"
-        f"batch, _ = images.load_images([{str(tmp_path / 'digit.pgm')!r}, {str(tmp_path / 'digit.npy')!r}])\n"
+        "from edge_runtime import errors\n"
+        "from edge_runtime.pictures import preparation\n"
+        f"batch, _ = preparation.load_digits([{str(tmp_path / 'digit.pgm')!r}, {str(tmp_path / 'digit.npy')!r}])\n"
         "assert batch.shape == (2, 28, 28)\n"
         "try:\n"
-        f"    images.load_images([{str(tmp_path / 'digit.png')!r}])\n"
+        f"    preparation.load_digits([{str(tmp_path / 'digit.png')!r}])\n"
         "except errors.InputError as error:\n"
         "    print(error)\n"
     )
@@ -213,7 +216,6 @@ def test_empty_stdin_is_refused(untrained_export):
 
 
 def test_a_picture_reads_the_same_from_a_file_and_from_its_bytes_whatever_its_name(mnist, tmp_path):
-    from edge_runtime import preparation
 
     paths = write_photos(mnist.x_test[:2], mnist.y_test[:2], tmp_path, suffix=".png")
     misnamed = tmp_path / "actually-a-png.jpg"
@@ -267,7 +269,7 @@ def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, mn
     """The same photo as PNG, JPEG and PGM at 12, 3, 0.75 and 0.3 megapixels: the same MNIST digit.
     (A full-size PNG used to let the paper's noise through the ink threshold and crop the whole page.)"""
     paths = [path for key, path in big_photos.items() if key != "49mp"]
-    batch, _ = images.load_images(paths)
+    batch, _ = preparation.load_digits(paths)
     original = mnist.x_test[0].astype(np.float32) / 255
     for prepared, path in zip(batch, paths):
         assert np.allclose(centre_of_mass(prepared), (14, 14), atol=0.75), path
@@ -279,18 +281,17 @@ def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, mn
 def test_one_picture_gives_one_label_whatever_its_format_and_size(big_photos, trained):
     from edge_runtime import Classifier
 
-    from edge_runtime import preparation
 
     paths = [path for key, path in big_photos.items() if key != "49mp"]
     model = Classifier.load(trained / "model_int8.tflite")
-    labels = model.predict(preparation.prepare_files(paths, model.preparation())[0]).labels
+    labels = model.predict(preparation.prepare_files(paths, preparation.for_classifier(model))[0]).labels
     assert labels.tolist() == [7] * len(paths), dict(zip([path.name for path in paths], labels.tolist()))
 
 
 @pytest.mark.parametrize("key", [(4000, ".png"), (4000, ".jpg"), (4000, ".pgm"), "49mp"], ids=str)
 def test_predict_on_a_big_picture_peaks_below_the_memory_limit(untrained_export, big_photos, key, monkeypatch):
     """`python -m edge_runtime predict` in a child process; its peak RSS (VmHWM) read at exit."""
-    from edge_runtime import benchmarking
+    from edge_runtime.cli import benchmarking
     from tests.conftest import REPO_ROOT
 
     monkeypatch.setenv("PYTHONPATH", f"{REPO_ROOT / 'tests' / 'peak_rss'}:{REPO_ROOT}")
@@ -324,7 +325,7 @@ def png_variants():
 
 @pytest.mark.parametrize("kind", list(png_variants()))
 def test_png_decoded_in_strips_matches_pillow(tmp_path, monkeypatch, kind):
-    from edge_runtime import png_strips
+    from edge_runtime.pictures import png_strips
 
     monkeypatch.setattr(png_strips, "STRIP_PIXELS", 300)  # many strips, with rows joined across them
     image, options = png_variants()[kind]
@@ -336,9 +337,9 @@ def test_png_decoded_in_strips_matches_pillow(tmp_path, monkeypatch, kind):
         else:
             paper = Image.new("RGBA", decoded.size, "white")
             expected = np.asarray(Image.alpha_composite(paper, decoded.convert("RGBA")).convert("RGB"), np.float32) / 255
-            expected = expected @ images.LUMA
+            expected = expected @ decoding.LUMA
     # Pillow rounds its compositing and grey conversion to whole uint8 steps; we do not.
-    np.testing.assert_allclose(images.read_image(path, max_side=None), expected, atol=1.5 / 255)
+    np.testing.assert_allclose(decoding.read_picture(path, max_side=None), expected, atol=1.5 / 255)
 
 
 def test_read_image_gives_rgb_on_request_and_reduces_by_whole_blocks(tmp_path):
@@ -346,24 +347,24 @@ def test_read_image_gives_rgb_on_request_and_reduces_by_whole_blocks(tmp_path):
     pixels = rng.integers(0, 256, (300, 410, 3), dtype=np.uint8)
     for suffix in (".png", ".ppm", ".bmp"):
         Image.fromarray(pixels).save(tmp_path / f"colour{suffix}")
-        full = images.read_image(tmp_path / f"colour{suffix}", mode="RGB", max_side=None)
+        full = decoding.read_picture(tmp_path / f"colour{suffix}", mode="RGB", max_side=None)
         np.testing.assert_allclose(full, pixels / 255, atol=1e-6)
-        reduced = images.read_image(tmp_path / f"colour{suffix}", mode="RGB", max_side=100)
+        reduced = decoding.read_picture(tmp_path / f"colour{suffix}", mode="RGB", max_side=100)
         assert reduced.shape == (60, 82, 3)  # 410 / 5 = 82: the smallest whole factor that fits
         np.testing.assert_allclose(reduced, pixels[:300, :410].reshape(60, 5, 82, 5, 3).mean(axis=(1, 3)) / 255,
                                    atol=1 / 255 if suffix == ".bmp" else 1e-5)  # Pillow's reduce rounds to uint8
 
 
 def test_ascii_pgm_read_a_strip_at_a_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "STRIP_PIXELS", 64)
+    monkeypatch.setattr(decoding, "STRIP_PIXELS", 64)
     picture = np.random.default_rng(5).integers(0, 256, (37, 23), dtype=np.uint8)
     lines = "\n".join(" ".join(str(value) for value in row) for row in picture)
     (tmp_path / "plain.pgm").write_text(f"P2\n# comment\n23 37\n255\n{lines}\n")
     (tmp_path / "raw.pgm").write_bytes(b"P5 23 37 255\n" + picture.tobytes())
     for name in ("plain.pgm", "raw.pgm"):
-        np.testing.assert_allclose(images.read_image(tmp_path / name, max_side=None), picture / 255, atol=1e-6)
-        np.testing.assert_allclose(images.read_image(tmp_path / name, max_side=10),
-                                   images.block_mean(picture / 255, 4), atol=1e-6)
+        np.testing.assert_allclose(decoding.read_picture(tmp_path / name, max_side=None), picture / 255, atol=1e-6)
+        np.testing.assert_allclose(decoding.read_picture(tmp_path / name, max_side=10),
+                                   resampling.block_mean(picture / 255, 4), atol=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
@@ -373,7 +374,7 @@ def test_the_exif_orientation_of_a_phone_photo_is_applied(tmp_path, suffix):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to show"
     Image.fromarray(picture).save(tmp_path / f"turned{suffix}", exif=exif.tobytes())
-    upright = images.read_image(tmp_path / f"turned{suffix}", max_side=None)
+    upright = decoding.read_picture(tmp_path / f"turned{suffix}", max_side=None)
     assert upright.shape == (90, 60)
     assert upright[5:40, 45:55].mean() < 0.3 and upright[50:, :30].mean() > 0.8  # now at the top right
 
@@ -399,7 +400,7 @@ def test_thick_blurred_strokes_come_out_as_thin_as_mnist_without_a_grey_halo(mni
 
     ImageDraw.Draw(ring).ellipse((40, 20, 160, 180), outline=30, width=34)  # a bold "0"
     scan = ring.filter(ImageFilter.GaussianBlur(9)).resize((30, 30), Image.BILINEAR)
-    digit = images.to_mnist(np.asarray(scan))
+    digit = digit_preparation.to_mnist(np.asarray(scan))
     mnist_widths = [stroke_widths(image.astype(np.float32) / 255) for image in mnist.x_test[:200]]
     low, high = np.percentile(mnist_widths, [10, 90])
     assert low <= stroke_widths(digit) <= high, (stroke_widths(digit), low, high)
@@ -416,7 +417,7 @@ def test_shadow_and_specks_do_not_move_the_digit(mnist):
     shaded = clean * np.where(np.arange(clean.shape[1]) < 200, 1.0, 0.55)[None, :]
     shaded[10:14, 10:14] = 0.1  # a speck
     shaded[380:384, 330:335] = 0.1
-    reference, both = images.to_mnist(clean), images.to_mnist(shaded.astype(np.float32))
+    reference, both = digit_preparation.to_mnist(clean), digit_preparation.to_mnist(shaded.astype(np.float32))
     assert np.corrcoef(reference.ravel(), both.ravel())[0, 1] > 0.95
 
 
@@ -425,6 +426,6 @@ def test_the_percentiles_are_numpys_without_importing_numpy_ma(shape):
     values = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
     axis = None if len(shape) == 1 else -1
     for percents in (50, [0.1, 10, 90, 99.9]):
-        np.testing.assert_allclose(images.percentile(values, percents, axis=axis),
+        np.testing.assert_allclose(digit_preparation.percentile(values, percents, axis=axis),
                                    np.percentile(values, percents, axis=axis), atol=1e-6)
-    np.testing.assert_allclose(images.median(values, axis=0), np.median(values, axis=0), atol=1e-6)
+    np.testing.assert_allclose(digit_preparation.median(values, axis=0), np.median(values, axis=0), atol=1e-6)

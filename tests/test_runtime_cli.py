@@ -160,7 +160,7 @@ def test_an_unknown_kernels_choice_is_refused_in_one_line(bundle):
 
 
 def test_platform_report_names_this_machine_and_the_numpy_engine_arithmetic():
-    result = run_cli("-m", "edge_runtime.platform_report", env={"MNIST_EDGE_NUMPY_ARITHMETIC": "integer"})
+    result = run_cli("-m", "edge_runtime.cli.platform_report", env={"MNIST_EDGE_NUMPY_ARITHMETIC": "integer"})
     assert result.returncode == 0, result.stderr
     facts = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert facts["platform-numpy"] == np.__version__
@@ -174,7 +174,7 @@ def test_platform_report_names_this_machine_and_the_numpy_engine_arithmetic():
 ])
 def test_predict_read_without_argparse_gets_what_argparse_gives(argv):
     """The plain `predict MODEL IMAGE...` is parsed without argparse; its result must be argparse's."""
-    from edge_runtime import cli, options
+    from edge_runtime.cli import main as cli, options
 
     assert vars(cli.parse_arguments(argv)) == vars(options.build_parser().parse_args(argv))
     assert vars(cli.parse_arguments(argv)) == vars(options.build_parser("predict").parse_args(argv))

@@ -341,7 +341,7 @@ def test_bad_serve_arguments_fail_in_one_line(bundle, arguments, message):
 
 
 def test_predict_loads_nothing_of_serve(bundle, digit_files):
-    program = ("import sys\nfrom edge_runtime import cli\nstatus = cli.main(sys.argv[1:])\n"
+    program = ("import sys\nfrom edge_runtime.cli import main\nstatus = main.main(sys.argv[1:])\n"
                "print(sorted(m for m in sys.modules if m.startswith(('waitress', 'prometheus_client', 'edge_runtime.serve'))))\n"
                "sys.exit(status)")
     result = run_cli("-c", program, "predict", str(bundle / "model_int8.tflite"), str(digit_files["digit0.png"]))

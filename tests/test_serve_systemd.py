@@ -23,7 +23,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     # verify checks that ExecStart's program exists: point it at this environment's mnist-edge.
     command = shutil.which("mnist-edge") or str(tmp_path / "mnist-edge")
     if not shutil.which("mnist-edge"):
-        (tmp_path / "mnist-edge").write_text(f"#!{sys.executable}\nfrom edge_runtime.cli import main\nmain()\n")
+        (tmp_path / "mnist-edge").write_text(f"#!{sys.executable}\nfrom edge_runtime.cli.main import main\nmain()\n")
         (tmp_path / "mnist-edge").chmod(0o755)
     text = UNIT.read_text()
     assert INSTALLED_COMMAND in text

@@ -1,4 +1,4 @@
-"""The numpy engine (edge_runtime.tflite_numpy) against LiteRT's reference kernels, and its pieces.
+"""The numpy engine (edge_runtime.engine.interpreter) against LiteRT's reference kernels, and its pieces.
 
 Fixed-point helpers are checked against values worked out by hand from the C definitions; every
 operator against LiteRT with OpResolverType.BUILTIN_REF, on small converted models, in both
@@ -9,7 +9,8 @@ errors.
 import numpy as np
 import pytest
 
-from edge_runtime import backends, classifier, errors, fixed_point, tflite_numpy
+from edge_runtime import backends, classifier, errors
+from edge_runtime.engine import fixed_point, interpreter as numpy_engine
 from tests import int8_test_models
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -126,7 +127,7 @@ def test_every_op_output_equals_litert_reference_kernels(converted, mnist, name,
     reference = litert_reference(converted[name])
     batch = model_inputs(reference, mnist.x_test[:300])
     expected = run(reference, batch)
-    engine = tflite_numpy.Interpreter(model_path=str(converted[name]), arithmetic=arithmetic)
+    engine = numpy_engine.Interpreter(model_path=str(converted[name]), arithmetic=arithmetic)
     assert engine.arithmetic == arithmetic
     engine.resize_tensor_input(engine.get_input_details()[0]["index"], batch.shape)
     engine.allocate_tensors()
@@ -159,7 +160,7 @@ def test_the_test_models_cover_every_op_the_engine_implements(converted):
 
 def test_an_unsupported_op_is_refused_at_load_in_one_line_naming_it(converted):
     with pytest.raises(errors.ModelFileError) as caught:
-        tflite_numpy.Interpreter(model_path=str(converted["with_tanh"]))
+        numpy_engine.Interpreter(model_path=str(converted["with_tanh"]))
     message = str(caught.value)
     assert message.startswith(f"{converted['with_tanh']}: the numpy engine cannot run this model: operator")
     assert "TANH" in message and "\n" not in message
@@ -168,7 +169,7 @@ def test_an_unsupported_op_is_refused_at_load_in_one_line_naming_it(converted):
 def test_a_float_model_is_refused_at_load_in_one_line(untrained_export):
     path = untrained_export / "model_f32.tflite"
     with pytest.raises(errors.ModelFileError, match="this is a float model") as caught:
-        tflite_numpy.Interpreter(model_path=str(path))
+        numpy_engine.Interpreter(model_path=str(path))
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
 
 
@@ -178,7 +179,7 @@ def test_truncated_and_corrupted_files_give_one_line_errors(untrained_export, tm
     for cut in (12, 100, 5000, len(content) // 2, len(content) - 1):
         path.write_bytes(content[:cut])
         with pytest.raises(errors.ModelFileError, match=f"{path}: corrupt or unsupported TFLite model") as caught:
-            tflite_numpy.Interpreter(model_path=str(path))
+            numpy_engine.Interpreter(model_path=str(path))
         assert "\n" not in str(caught.value)
     # Random damage anywhere in the file: a clean load or a ModelFileError, never another exception.
     generator = np.random.default_rng(1)
@@ -188,7 +189,7 @@ def test_truncated_and_corrupted_files_give_one_line_errors(untrained_export, tm
             damaged[position] = generator.integers(0, 256)
         path.write_bytes(bytes(damaged))
         try:
-            engine = tflite_numpy.Interpreter(model_path=str(path))
+            engine = numpy_engine.Interpreter(model_path=str(path))
             engine.allocate_tensors()
         except errors.ModelFileError as error:
             assert "\n" not in str(error)
@@ -200,7 +201,7 @@ def test_the_interface_is_litert_s(untrained_export, mnist):
     from ai_edge_litert import interpreter as litert
 
     path = str(untrained_export / "model_int8.tflite")
-    engine, reference = tflite_numpy.Interpreter(model_path=path, num_threads=1), litert.Interpreter(model_path=path)
+    engine, reference = numpy_engine.Interpreter(model_path=path, num_threads=1), litert.Interpreter(model_path=path)
     for ours, theirs in ((engine.get_input_details()[0], reference.get_input_details()[0]),
                          (engine.get_output_details()[0], reference.get_output_details()[0])):
         for key in ("name", "index", "dtype", "quantization"):
@@ -242,20 +243,20 @@ def write_elf_header(path, flags):
 def test_soft_float_is_detected_from_the_interpreter_binary_then_the_triplet(monkeypatch, tmp_path, machine, flags,
                                                                             triplet, soft):
     write_elf_header(tmp_path / "python3", flags)
-    monkeypatch.setattr(tflite_numpy.platform, "machine", lambda: machine)
-    monkeypatch.setattr(tflite_numpy.sys, "executable", str(tmp_path / "python3"))
-    monkeypatch.setattr(tflite_numpy.sysconfig, "get_config_var", lambda name: triplet)
-    assert tflite_numpy.soft_float_abi() is soft
-    monkeypatch.delenv(tflite_numpy.ARITHMETIC_ENVIRONMENT_VARIABLE, raising=False)
-    assert tflite_numpy.choose_arithmetic() == ("integer" if soft else "float")
+    monkeypatch.setattr(numpy_engine.platform, "machine", lambda: machine)
+    monkeypatch.setattr(numpy_engine.sys, "executable", str(tmp_path / "python3"))
+    monkeypatch.setattr(numpy_engine.sysconfig, "get_config_var", lambda name: triplet)
+    assert numpy_engine.soft_float_abi() is soft
+    monkeypatch.delenv(numpy_engine.ARITHMETIC_ENVIRONMENT_VARIABLE, raising=False)
+    assert numpy_engine.choose_arithmetic() == ("integer" if soft else "float")
 
 
 def test_the_arithmetic_can_be_forced(monkeypatch):
-    monkeypatch.setenv(tflite_numpy.ARITHMETIC_ENVIRONMENT_VARIABLE, "integer")
-    assert tflite_numpy.choose_arithmetic() == "integer"
-    assert tflite_numpy.choose_arithmetic("float") == "float"
+    monkeypatch.setenv(numpy_engine.ARITHMETIC_ENVIRONMENT_VARIABLE, "integer")
+    assert numpy_engine.choose_arithmetic() == "integer"
+    assert numpy_engine.choose_arithmetic("float") == "float"
     with pytest.raises(ValueError, match="arithmetic must be one of float, integer"):
-        tflite_numpy.choose_arithmetic("fixed")
+        numpy_engine.choose_arithmetic("fixed")
 
 
 @pytest.mark.slow
@@ -263,7 +264,7 @@ def test_the_arithmetic_can_be_forced(monkeypatch):
 def test_all_10000_test_images_are_bit_exact_with_litert_reference_kernels(trained, mnist, arithmetic):
     path = trained / "model_int8.tflite"
     reference = litert_reference(path)
-    engine = tflite_numpy.Interpreter(model_path=str(path), arithmetic=arithmetic)
+    engine = numpy_engine.Interpreter(model_path=str(path), arithmetic=arithmetic)
     batch = model_inputs(reference, mnist.x_test)
     expected = np.concatenate([run(reference, batch[start:start + 2000]) for start in range(0, len(batch), 2000)])
     got = np.concatenate([run(engine, batch[start:start + 256]) for start in range(0, len(batch), 256)])

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from edge_runtime import backends, classifier, errors, evaluation, manifest, preparation, preprocessing
+from edge_runtime import backends, classifier, errors, evaluation, manifest, preprocessing
+from edge_runtime.pictures import preparation
 
 DEFAULT_MODEL_NAME = manifest.DEFAULT_FILE_NAMES["int8_tflite"]
 
@@ -120,7 +121,7 @@ class ServedModel:
         """
         if not data:
             raise errors.InputError(f"{name}: empty file, not an image")
-        pixels, names = preparation.prepare_files([data], self.model.preparation(), names=[name])
+        pixels, names = preparation.prepare_files([data], preparation.for_classifier(self.model), names=[name])
         return Prepared(pixels=self.as_pictures(pixels), names=names, upload=bytes(data))
 
     def as_pictures(self, model_input):

@@ -1,5 +1,5 @@
 """Loaded by Python at start-up when this folder is on PYTHONPATH (tests that measure a child's memory):
-at exit, print the process's peak resident memory as edge_runtime.benchmarking.child_peak_rss reads it.
+at exit, print the process's peak resident memory as edge_runtime.cli.benchmarking.child_peak_rss reads it.
 
 The child itself runs a real entry point (`python -m edge_runtime predict ...`) unchanged; VmHWM is read
 from inside it because the kernel carries ru_maxrss across exec from the (large) parent that forked it.

@@ -1,7 +1,7 @@
 """From a decoded picture to the model's input: the image preparation the manifest names.
 
 - "digit": for MNIST-like digit models. The picture is made to look like an MNIST digit (see
-  `edge_runtime.images.to_mnist`: invert dark-on-light, crop to the ink, fit a 20×20 box, centre
+  `edge_runtime.pictures.digit.to_mnist`: invert dark-on-light, crop to the ink, fit a 20×20 box, centre
   by mass in 28×28), then resized to the model's input if that is not 28×28.
 - "plain": for every other image classifier. The whole picture, padded to the model's aspect ratio
   with its own background level (so nothing is stretched), resized to the model's input size, in
@@ -12,9 +12,8 @@
 
 import numpy as np
 
-from edge_runtime import errors, images, manifest as manifest_module
-
-MNIST_SIDE = 28
+from edge_runtime import errors, manifest as manifest_module
+from edge_runtime.pictures import decoding, digit, resampling
 
 
 class Preparation:
@@ -39,22 +38,27 @@ class Preparation:
         """Turn one decoded picture (float32 (H, W) grey or (H, W, 3) RGB in [0, 1]) into a model input."""
         height, width, channels = self.input_shape
         if self.name == "digit":
-            digit = images.to_mnist(to_grey(picture), name=name)
-            if digit.shape != (height, width):
-                digit = images.resample(digit, height, width)
-            return digit.reshape(height, width, 1)
+            mnist_digit = digit.to_mnist(to_grey(picture), name=name)
+            if mnist_digit.shape != (height, width):
+                mnist_digit = resampling.resample(mnist_digit, height, width)
+            return mnist_digit.reshape(height, width, 1)
         picture = to_grey(picture) if channels == 1 else to_colour(picture)
         picture = self.match_polarity(picture)
         picture = pad_to_aspect(picture, height / width)
-        resized = images.resample_channels(picture, height, width)
+        resized = resampling.resample_channels(picture, height, width)
         return np.clip(resized, 0.0, 1.0).reshape(height, width, channels).astype(np.float32)
 
     def match_polarity(self, picture):
         if self.polarity == "as-is":
             return picture
-        light_background = images.border_level(to_grey(picture)) > 0.5
+        light_background = digit.border_level(to_grey(picture)) > 0.5
         wanted_light = self.polarity == "dark-on-light"
         return picture if light_background == wanted_light else 1.0 - picture
+
+
+def for_classifier(model):
+    """The preparation a loaded Classifier expects (see `for_model`)."""
+    return for_model(model.manifest, model.input_shape)
 
 
 def for_model(manifest, input_shape):
@@ -65,7 +69,7 @@ def for_model(manifest, input_shape):
     """
     if manifest is not None:
         return Preparation(manifest.preparation, manifest.polarity, input_shape)
-    if tuple(input_shape) == (MNIST_SIDE, MNIST_SIDE, 1):
+    if tuple(input_shape) == (digit.FRAME_SIDE, digit.FRAME_SIDE, 1):
         return Preparation("digit", "light-on-dark", input_shape)
     return Preparation("plain", "as-is", input_shape)
 
@@ -73,7 +77,7 @@ def for_model(manifest, input_shape):
 def to_grey(picture):
     if picture.ndim == 2:
         return picture
-    return picture @ images.LUMA
+    return picture @ decoding.LUMA
 
 
 def to_colour(picture):
@@ -85,9 +89,9 @@ def to_colour(picture):
 def pad_to_aspect(picture, aspect):
     """Pad `picture` with its border level so that height / width == `aspect` (to the nearest pixel)."""
     height, width = picture.shape[:2]
-    level = images.border_level(to_grey(picture))
+    level = digit.border_level(to_grey(picture))
     if picture.ndim == 3:
-        level = images.median(np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]), axis=0)
+        level = digit.median(np.concatenate([picture[0], picture[-1], picture[:, 0], picture[:, -1]]), axis=0)
     target_height = max(height, int(round(width * aspect)))
     target_width = max(width, int(round(height / aspect)))
     if (target_height, target_width) == (height, width):
@@ -102,7 +106,7 @@ def pad_to_aspect(picture, aspect):
 def prepare_files(sources, preparation, names=None):
     """Decode and prepare image files for a model; return (float32 (N, H, W, C), names).
 
-    Takes: paths or bytes (see `edge_runtime.images.read_picture`); a .npy batch already shaped
+    Takes: paths or bytes (see `edge_runtime.pictures.decoding.read_picture`); a .npy batch already shaped
     like the model's input contributes each of its images as they are.
     Raises: InputError naming the file.
     """
@@ -110,7 +114,7 @@ def prepare_files(sources, preparation, names=None):
     prepared, image_names = [], []
     mode = "RGB" if preparation.colour else "L"
     for source, name in zip(sources, names):
-        picture = images.read_picture(source, name, mode=mode, batch_shape=preparation.input_shape)
+        picture = decoding.read_picture(source, name, mode=mode, batch_shape=preparation.input_shape)
         if picture.ndim == 4:  # a .npy batch of ready model inputs
             for index, image in enumerate(picture):
                 image_names.append(f"{name}[{index}]")
@@ -121,3 +125,14 @@ def prepare_files(sources, preparation, names=None):
     if not prepared:
         raise errors.InputError("no image files given")
     return np.stack(prepared).astype(np.float32, copy=False), image_names
+
+
+def load_digits(paths, names=None):
+    """Read image files and prepare each as an MNIST digit: (float32 (N, 28, 28), names).
+
+    `prepare_files` with the digit preparation for an MNIST-size model; a `.npy` batch (N, 28, 28)
+    contributes its N images as they are.
+    """
+    side = digit.FRAME_SIDE
+    batch, image_names = prepare_files(list(paths), Preparation("digit", "light-on-dark", (side, side, 1)), names)
+    return batch[..., 0], image_names

@@ -49,7 +49,7 @@ def cold_start(model_path, backend=None, threads=1, python=sys.executable):
     Returns: (seconds from process start to the first prediction, that process's peak RSS in MiB).
     Raises: EdgeRuntimeError when the child fails (its last error line is included).
     """
-    return child_peak_rss([python, "-m", "edge_runtime.cold_start", str(model_path), backend or "", str(threads or 0)],
+    return child_peak_rss([python, "-m", "edge_runtime.cli.cold_start", str(model_path), backend or "", str(threads or 0)],
                           what=model_path)
 
 

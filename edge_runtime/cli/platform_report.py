@@ -1,4 +1,4 @@
-"""`python -m edge_runtime.platform_report`: what this device's Python offers the runtime, one fact a line.
+"""`python -m edge_runtime.cli.platform_report`: what this device's Python offers the runtime, one fact a line.
 
 For checking an install (pi/check.py reads it on every emulated Pi): the machine, Python, where numpy
 comes from (Debian's python3-numpy or pip), Pillow, the interpreters found and the arithmetic the
@@ -13,7 +13,8 @@ def facts():
     """Return [(key, value)] describing this Python and the runtime's options on it."""
     import numpy
 
-    from edge_runtime import backends, tflite_numpy
+    from edge_runtime import backends
+    from edge_runtime.engine import interpreter as numpy_engine
 
     found = [("machine", platform.machine()), ("python", platform.python_version()),
              ("numpy", numpy.__version__), ("numpy-path", numpy.__file__)]
@@ -24,8 +25,8 @@ def facts():
     except ImportError:
         found.append(("pillow", "none"))
     found.append(("backends", ",".join(backends.available_backends())))
-    found.append(("soft-float", str(tflite_numpy.soft_float_abi()).lower()))
-    found.append(("numpy-engine-arithmetic", tflite_numpy.choose_arithmetic()))
+    found.append(("soft-float", str(numpy_engine.soft_float_abi()).lower()))
+    found.append(("numpy-engine-arithmetic", numpy_engine.choose_arithmetic()))
     return found
 
 

@@ -1,4 +1,4 @@
-"""`python -m edge_runtime.cold_start MODEL`: what a user's script does, from process start to one
+"""`python -m edge_runtime.cli.cold_start MODEL`: what a user's script does, from process start to one
 prediction, then the process's peak memory. `bench` runs it in a fresh process to measure both.
 
 Prints one line, `first-prediction <peak RSS in KiB>`.
@@ -32,7 +32,7 @@ def report_peak_rss():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not 1 <= len(argv) <= 3:
-        print("usage: python -m edge_runtime.cold_start MODEL [BACKEND] [THREADS]", file=sys.stderr)
+        print("usage: python -m edge_runtime.cli.cold_start MODEL [BACKEND] [THREADS]", file=sys.stderr)
         return 2
     import numpy as np
 

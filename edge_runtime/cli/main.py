@@ -12,11 +12,7 @@ import sys
 import types
 
 from edge_runtime import backends, errors, manifest as manifest_module
-
-EXIT_FAILED_CHECK = 3
-
-# What `predict` does without the option: the one place these defaults live (options.py sets them).
-PREDICT_DEFAULTS = {"top_k": 3, "backend": None, "threads": None, "skip_integrity_check": False, "json": False}
+from edge_runtime.cli.defaults import PREDICT_DEFAULTS
 
 
 def parse_arguments(argv):
@@ -25,7 +21,7 @@ def parse_arguments(argv):
     if len(argv) >= 3 and argv[0] == "predict" and not any(item.startswith("-") and item != "-" for item in argv[1:]):
         return types.SimpleNamespace(command="predict", model=pathlib.Path(argv[1]), images=list(argv[2:]),
                                      **PREDICT_DEFAULTS)
-    from edge_runtime import options
+    from edge_runtime.cli import options
 
     return options.build_parser(argv[0] if argv and argv[0] in options.COMMANDS else None).parse_args(argv)
 
@@ -40,10 +36,10 @@ def main(argv=None):
         return status
     except errors.EdgeRuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return errors.EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return errors.EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`predict … | head -1`): what it read was whole; say nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -63,7 +59,7 @@ def load_classifier(arguments, path):
 
 def image_sources(items):
     """Turn file, directory and '-' arguments into (name, path or bytes) pairs; stdin is read as bytes."""
-    from edge_runtime import images
+    from edge_runtime.pictures import decoding
 
     sources = []
     for item in items:
@@ -73,12 +69,12 @@ def image_sources(items):
         path = pathlib.Path(item)
         if path.is_dir():
             try:
-                found = sorted(child for child in path.iterdir() if child.suffix.lower() in images.IMAGE_SUFFIXES)
+                found = sorted(child for child in path.iterdir() if child.suffix.lower() in decoding.IMAGE_SUFFIXES)
             except OSError as error:
                 raise errors.InputError(f"{path}: cannot list directory: {error.strerror or error}") from None
             if not found:
                 raise errors.InputError(
-                    f"{path}: directory holds no image files ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
+                    f"{path}: directory holds no image files ({', '.join(sorted(decoding.IMAGE_SUFFIXES))})")
             sources.extend((str(child), child) for child in found)
         else:
             sources.append((str(path), path))
@@ -86,11 +82,11 @@ def image_sources(items):
 
 
 def run_predict(arguments):
-    from edge_runtime import preparation
+    from edge_runtime.pictures import preparation
 
     model = load_classifier(arguments, arguments.model)
     sources = image_sources(arguments.images)
-    batch, names = preparation.prepare_files([source for _, source in sources], model.preparation(),
+    batch, names = preparation.prepare_files([source for _, source in sources], preparation.for_classifier(model),
                                              names=[name for name, _ in sources])
     predictions = model.predict(batch, name=names[0] if len(names) == 1 else "images")
     top_labels, top_probabilities = predictions.top_k(min(arguments.top_k, predictions.probabilities.shape[1]))
@@ -213,7 +209,7 @@ def run_eval(arguments):
         save_outputs(arguments.save_outputs, results)
     failures = figure_failures + evaluation.failures(results, tolerance, arguments.strict)
     if arguments.json:
-        from edge_runtime import cold_start
+        from edge_runtime.cli import cold_start
 
         # The whole process's high-water mark: what a device needs to run this eval.
         print(json.dumps({"tolerance_points": tolerance, "classes": list(document.classes),
@@ -223,7 +219,7 @@ def run_eval(arguments):
         print_eval_table(results, tolerance, document.classes)
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
-    return EXIT_FAILED_CHECK if failures else 0
+    return errors.EXIT_FAILED_CHECK if failures else 0
 
 
 def save_outputs(directory, results):
@@ -280,7 +276,8 @@ def print_table(rows):
 def run_bench(arguments):
     import numpy as np
 
-    from edge_runtime import benchmarking, evaluation
+    from edge_runtime import evaluation
+    from edge_runtime.cli import benchmarking
 
     model = load_classifier(arguments, arguments.model)
     test_set = arguments.test_set
@@ -309,13 +306,15 @@ def run_bench(arguments):
 
 
 def run_info(arguments):
+    from edge_runtime.pictures import preparation
+
     model = load_classifier(arguments, arguments.model)
     document = model.manifest
     entry = None if document is None else document.files.get(arguments.model.name)
     info = {
         **model.describe(),
         "manifest_entry": None if entry is None else entry.details,
-        "preparation": model.preparation().name,
+        "preparation": preparation.for_classifier(model).name,
         "float_accuracy": None if document is None else document.float_accuracy,
     }
     if arguments.json:

@@ -1,8 +1,8 @@
 """The command line's options: argparse, loaded only when a command line needs it.
 
 `mnist-edge predict MODEL IMAGE...` with no option, what a device runs most, is read by
-`edge_runtime.cli` without it: argparse's import and parser building cost a few ms of a start of
-about 100 ms. Every other command line comes here. The top-level description is cli's docstring.
+`edge_runtime.cli.main` without it: argparse's import and parser building cost a few ms of a start of
+about 100 ms. Every other command line comes here. The defaults both read live in cli/defaults.py.
 """
 
 import argparse
@@ -12,6 +12,7 @@ import pathlib
 import sys
 
 from edge_runtime import backends
+from edge_runtime.cli import defaults
 
 
 def checked(convert, accepts, meaning):
@@ -79,9 +80,8 @@ def predict_options(predict):
     predict.add_argument("images", nargs="+", help="image files, directories of them, or - for stdin")
     predict.add_argument("--top-k", type=positive_integer)
     model_options(predict)
-    from edge_runtime.cli import PREDICT_DEFAULTS
 
-    predict.set_defaults(**PREDICT_DEFAULTS)
+    predict.set_defaults(**defaults.PREDICT_DEFAULTS)
 
 
 def eval_options(evaluate):
@@ -145,9 +145,7 @@ COMMANDS = {
 def build_parser(command=None):
     """The command line's parser: every command, or only `command`, the one about to run (building
     all of them costs a few ms of every start, and a known command never needs the others)."""
-    from edge_runtime import cli
-
-    parser = OneLineParser(prog="mnist-edge", description=cli.__doc__.splitlines()[0])
+    parser = OneLineParser(prog="mnist-edge", description=defaults.DESCRIPTION)
     # An explicit prog spares argparse a help formatter now, and with it the import of shutil
     # (and of bz2 and lzma through it): a few ms and an MiB of every command's start.
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, prog="mnist-edge")

@@ -2,8 +2,8 @@
 
 It runs where no compiled interpreter installs (ARMv6 and 32-bit Raspberry Pis, new Pythons),
 with the same interface as LiteRT's Interpreter, and its int8 outputs are bit-identical to
-LiteRT's reference kernels (OpResolverType.BUILTIN_REF). The operators are in int8_kernels, the
-file reader in tflite_schema, the fixed-point arithmetic in fixed_point.
+LiteRT's reference kernels (OpResolverType.BUILTIN_REF). The operators are in kernels, the
+file reader in schema, the fixed-point arithmetic in fixed_point.
 
     interpreter = Interpreter(model_path="model_int8.tflite")
     interpreter.allocate_tensors()
@@ -23,7 +23,8 @@ import sysconfig
 
 import numpy as np
 
-from edge_runtime import errors, int8_kernels, tflite_schema
+from edge_runtime import errors
+from edge_runtime.engine import kernels, schema
 
 ARITHMETIC_ENVIRONMENT_VARIABLE = "MNIST_EDGE_NUMPY_ARITHMETIC"
 ARITHMETICS = ("float", "integer")
@@ -95,8 +96,8 @@ class Interpreter:
         else:
             self.path = "<model_content>"
         try:
-            self.model = tflite_schema.read_model(model_content)
-        except tflite_schema.SchemaError as error:
+            self.model = schema.read_model(model_content)
+        except schema.SchemaError as error:
             raise errors.ModelFileError(f"{self.path}: corrupt or unsupported TFLite model: {error}") from None
         self.kernels = self.build_kernels()
         self.constants = {tensor.index: tensor.data for tensor in self.model.tensors if tensor.data is not None}
@@ -116,16 +117,16 @@ class Interpreter:
             tensor = model.tensors[index]
             if tensor.dtype is None or np.dtype(tensor.dtype) not in (np.dtype(np.int8), np.dtype(np.float32)):
                 raise self.refuse(f"model input/output {tensor.name!r} is {tensor.type_name}")
-        kernels = []
+        built = []
         for operator in model.operators:
-            kernel_class = int8_kernels.KERNELS.get(operator.name)
+            kernel_class = kernels.KERNELS.get(operator.name)
             if kernel_class is None:
-                supported = ", ".join(sorted(int8_kernels.KERNELS))
+                supported = ", ".join(sorted(kernels.KERNELS))
                 raise self.refuse(f"operator {operator.index} is {operator.name}, which it does not support "
                                   f"(it supports {supported})")
             try:
-                kernels.append(kernel_class(operator, model.tensors, self.arithmetic))
-            except int8_kernels.UnsupportedModel as error:
+                built.append(kernel_class(operator, model.tensors, self.arithmetic))
+            except kernels.UnsupportedModel as error:
                 raise self.refuse(f"operator {operator.index}: {error}") from None
             except (ValueError, LookupError, TypeError, AttributeError, ArithmeticError) as error:
                 raise errors.ModelFileError(f"{self.path}: corrupt or unsupported TFLite model: operator "
@@ -136,7 +137,7 @@ class Interpreter:
                     operator.name == "QUANTIZE" and operator.inputs[:1] == [index] for operator in model.operators):
                 raise self.refuse("its input is float32 and is not quantized by a QUANTIZE op: a float model; "
                                   "the numpy engine runs full-integer int8 models only")
-        return kernels
+        return built
 
     def plan_lifetimes(self):
         """For each operator, the intermediate tensors whose last reader it is (freed right after it)."""
@@ -199,7 +200,7 @@ class Interpreter:
             try:
                 input_shapes = [shapes[index] if index >= 0 else None for index in operator.inputs]
                 out = kernel.shapes(input_shapes, values)
-            except int8_kernels.UnsupportedModel as error:
+            except kernels.UnsupportedModel as error:
                 raise self.refuse(f"operator {operator.index}: {error}") from None
             except (ValueError, LookupError, TypeError, ArithmeticError) as error:
                 raise ValueError(f"cannot allocate tensors: operator {operator.index} ({operator.name}): {error}") from None

@@ -20,7 +20,7 @@ Requantization is integer arithmetic (int64) in both cases.
 
 import numpy as np
 
-from edge_runtime import fixed_point
+from edge_runtime.engine import fixed_point
 
 INT8_MIN, INT8_MAX = -128, 127
 FLOAT32_EXACT_TERMS = 1024  # see the module docstring: 1024 · 2^14 = 2^24

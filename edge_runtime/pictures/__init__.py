@@ -1,0 +1,1 @@
+"""Pictures into model inputs: decoding files and bytes, resampling, and the digit and plain preparations."""
