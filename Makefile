@@ -58,6 +58,9 @@ bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/*.py edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
 
+# The bundle ships docs/device.md, the device page, as its DEPLOY.md.
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: docs/device.md
+
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings);
 # then `serve` on one core against in-process predict, its time to ready and its memory.
 bench: $(ARTIFACTS)/manifest.json
