@@ -92,15 +92,29 @@ def test_a_device_page_naming_another_wheel_is_refused(tmp_path, without_pip, mo
         bundle.build_bundle(fake_export(tmp_path), tmp_path / "bundle.tar.gz")
 
 
+def anchors(page):
+    """The anchors GitHub makes for a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    found, in_code = set(), False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            heading = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", heading).replace(" ", "-"))
+    return found
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(REPO_ROOT).as_posix())
-def test_every_link_to_a_file_of_the_repository_finds_it(page):
-    missing = []
+def test_every_link_within_the_repository_finds_its_file_and_heading(page):
+    broken = []
     for target in LINK.findall(page.read_text()):
-        if re.match(r"[a-z]+:", target) or target.startswith("#"):
-            continue  # a web address or an anchor in the same page
-        if not (page.parent / target.split("#")[0]).exists():
-            missing.append(target)
-    assert missing == [], f"{page.name} links to files that do not exist"
+        if re.match(r"[a-z]+:", target):
+            continue  # a web address
+        path, _, anchor = target.partition("#")
+        linked = page.parent / path if path else page
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+            broken.append(target)
+    assert broken == [], f"{page.name} has links to no file or no heading"
 
 
 def test_the_readme_stays_a_front_door():
