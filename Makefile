@@ -5,7 +5,7 @@ PYTHON_FOR_VENV ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 ARTIFACTS ?= artifacts
-# Optional: your own data, an IDX directory or a Keras-layout .npz (see README).
+# Optional: your own data, an IDX directory or a Keras-layout .npz (see docs/training.md).
 DATA ?=
 DATA_FLAG := $(if $(DATA),--data $(DATA),)
 # Optional: class names, one a line (default: the digits for MNIST, else labels.txt beside DATA).
