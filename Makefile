@@ -5,7 +5,7 @@ PYTHON_FOR_VENV ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 ARTIFACTS ?= artifacts
-# Optional: your own data, an IDX directory or a Keras-layout .npz (see README).
+# Optional: your own data, an IDX directory or a Keras-layout .npz (see docs/training.md).
 DATA ?=
 DATA_FLAG := $(if $(DATA),--data $(DATA),)
 # Optional: class names, one a line (default: the digits for MNIST, else labels.txt beside DATA).
@@ -57,6 +57,9 @@ bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
+
+# The bundle ships docs/device.md, the device page, as its DEPLOY.md.
+$(ARTIFACTS)/mnist-edge-bundle.tar.gz: docs/device.md
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings);
 # then `serve` on one core against in-process predict, its time to ready and its memory.

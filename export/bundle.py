@@ -2,8 +2,8 @@
 
 The bundle holds a wheel of `edge_runtime` alone (no training or export code, no TensorFlow), the
 files the manifest gives a device role (the int8 models, the float reference, the test set), the
-manifest restricted to those files, DEPLOY.md and a systemd unit for `serve`. Unpack, pip
-install, eval (or serve).
+manifest restricted to those files, DEPLOY.md (docs/device.md, the device page, as it is) and a
+systemd unit for `serve`. Unpack, pip install, eval (or serve).
 """
 
 import argparse
@@ -27,81 +27,8 @@ BUNDLED_ROLES = (manifest.ROLE_INT8_MODEL, manifest.ROLE_FLOAT_REFERENCE, manife
 # Entries get a fixed time and mode: what is in the bundle matters, not when it was packed.
 ARCHIVE_MTIME = 1_700_000_000
 
-DEPLOY_TEXT = """# Deploying mnist-edge on a Raspberry Pi-class device
-
-Tested on 64-bit Raspberry Pi OS (Debian bookworm, Python 3.11), Pi 4 and Pi 5 CPUs.
-
-    tar xzf mnist-edge-bundle.tar.gz
-    python3 -m venv ~/mnist-edge && . ~/mnist-edge/bin/activate
-    pip install "mnist-edge-bundle/{wheel}[edge]"
-    python -m edge_runtime eval mnist-edge-bundle/
-
-`eval` runs the int8 models on the bundled test images, compares each with the float model's
-accuracy recorded at export, and exits non-zero when one has lost more than the manifest's
-tolerance. It checks the test set's sha256 and size against the manifest first.
-
-Other interpreters:
-
-- tflite-runtime 2.14 (needs numpy < 2; Debian's numpy 1.24 is fine):
-  `python3 -m venv --system-site-packages ~/mnist-edge` then
-  `pip install "mnist-edge-bundle/{wheel}[tflite-runtime]"`, and add `--backend tflite-runtime`.
-- onnxruntime: `pip install "mnist-edge-bundle/{wheel}[onnx]"` (eval runs model_int8.onnx too).
-
-Classify your own pictures (PNG, JPEG, PGM, .npy); it prints each class name and index:
-
-    python -m edge_runtime predict mnist-edge-bundle/model_int8.tflite photo.jpg scans/
-
-Speed and memory on this device:
-
-    python -m edge_runtime bench mnist-edge-bundle/model_int8.tflite --threads 1
-    python -m edge_runtime bench mnist-edge-bundle/model_int8.tflite --threads 4
-
-Every model file is checked against the sha256 in manifest.json before it is loaded.
-
-## Serving: an HTTP API, a page to draw or photograph a digit, Prometheus metrics
-
-    pip install "mnist-edge-bundle/{wheel}[edge,serve]"
-    mnist-edge serve mnist-edge-bundle/
-
-Before it opens its port, `serve` runs the same check as `eval` on the bundled test images and
-exits with status 3 if the int8 model lost too much (`--self-check-images N` checks fewer on a slow
-board). It listens on 127.0.0.1:8080; open http://127.0.0.1:8080/ on the device. To reach it from
-other machines, give it a token: `--host 0.0.0.0 --token-file FILE`, then every API call needs
-`Authorization: Bearer <token>` (the page asks for it once).
-
-## At boot, with systemd
-
-`mnist-edge.service` runs `serve` as an unprivileged throw-away user (DynamicUser=yes), restarts
-it if it fails (but not after a failed self-check), and reads the bundle from
-/opt/mnist-edge/mnist-edge-bundle. As root:
-
-    mkdir -p /opt/mnist-edge
-    tar xzf mnist-edge-bundle.tar.gz -C /opt/mnist-edge
-    python3 -m venv /opt/mnist-edge/venv
-    /opt/mnist-edge/venv/bin/pip install "/opt/mnist-edge/mnist-edge-bundle/{wheel}[edge,serve]"
-    cp /opt/mnist-edge/mnist-edge-bundle/mnist-edge.service /etc/systemd/system/
-    systemctl daemon-reload
-    systemctl enable --now mnist-edge
-    journalctl -u mnist-edge          # the self-check line, then "ready on http://127.0.0.1:8080/"
-
-Another bundle path, address or flag: `systemctl edit mnist-edge` and set, for instance,
-
-    [Service]
-    Environment=MNIST_EDGE_BUNDLE=/srv/mnist-edge-bundle
-
-To serve the network with a token that only root can read (systemd hands it to the service):
-
-    install -d -m 700 /etc/mnist-edge
-    head -c 24 /dev/urandom | base64 > /etc/mnist-edge/token
-    systemctl edit mnist-edge         # then add:
-
-    [Service]
-    LoadCredential=token:/etc/mnist-edge/token
-    ExecStart=
-    ExecStart=/opt/mnist-edge/venv/bin/mnist-edge serve ${{MNIST_EDGE_BUNDLE}} --host 0.0.0.0 --port 8080 --token-file ${{CREDENTIALS_DIRECTORY}}/token
-
-    systemctl restart mnist-edge
-"""
+# The device page is the bundle's DEPLOY.md: one guide, kept in docs/ and shipped as it is.
+DEVICE_PAGE = REPO_ROOT / "docs" / "device.md"
 SERVICE_UNIT = pathlib.Path(__file__).resolve().parent / "mnist-edge.service"
 
 
@@ -126,6 +53,21 @@ def build_wheel(destination):
     return wheels[0]
 
 
+def read_device_page(wheel_name):
+    """Return docs/device.md, which the bundle ships as DEPLOY.md, as bytes.
+
+    Its install commands name the wheel file, so the page must name the wheel being bundled.
+    Raises: RuntimeError when the page is missing or names another wheel.
+    """
+    try:
+        text = DEVICE_PAGE.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RuntimeError(f"{DEVICE_PAGE}: missing; the bundle ships it as DEPLOY.md") from None
+    if wheel_name not in text:
+        raise RuntimeError(f"{DEVICE_PAGE}: its install commands do not name {wheel_name}, the wheel being bundled")
+    return text.encode("utf-8")
+
+
 def build_bundle(artifacts_dir, output=None):
     """Write the deploy tarball from an export in `artifacts_dir`; return its path.
 
@@ -148,7 +90,7 @@ def build_bundle(artifacts_dir, output=None):
         members = {
             wheel.name: wheel.read_bytes(),
             manifest.MANIFEST_NAME: (json.dumps(bundle_manifest, indent=2) + "\n").encode(),
-            "DEPLOY.md": DEPLOY_TEXT.format(wheel=wheel.name).encode(),
+            "DEPLOY.md": read_device_page(wheel.name),
             SERVICE_UNIT.name: SERVICE_UNIT.read_bytes(),
             **{name: (artifacts_dir / name).read_bytes() for name in bundled},
         }
