@@ -5,7 +5,7 @@ Run by pi/check.sh (`python -m pi.check`), which builds (or reuses) each row's r
 binfmt_misc does the rest). The rows, their installs and runs are in pi/platforms.py, the command
 lines in pi/tasks.py, chroot and x86 running in pi/device.py, the rules in pi/verdicts.py.
 
-On each "device" it does what the README tells that platform's users: unpack the bundle, create a
+On each "device" it does what docs/device.md tells that platform's users: unpack the bundle, create a
 venv, `pip install` the bundle's wheel (with an extra, or none over Debian's numpy), run `python -m
 edge_runtime eval|predict|bench`. Every device command has an x86 twin run here with the same
 arguments and the same interpreter version. Exit 1 with one line per broken rule, else 0.

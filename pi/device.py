@@ -116,7 +116,7 @@ class X86:
 
 
 def install(device, row, wheel_name):
-    """Unpack the bundle and make the row's venvs as the README says, pinned by each venv's lock file.
+    """Unpack the bundle and make the row's venvs as docs/device.md says, pinned by each venv's lock file.
 
     Returns {venv name: {"seconds", "packages" (pip freeze), "numpy", "numpy_from", "python"}}.
     Raises CheckFailed when pip fails or pulls in TensorFlow.

@@ -1,7 +1,7 @@
 """The rows of `make pi-check`: which Raspberry Pi OS each emulates, how its users install, what runs.
 
 A row is one emulated OS (a rootfs that pi/rootfs.sh builds under the same name), the CPUs it is run
-as (QEMU_CPU), the venvs made there the way the README tells that platform's users, and the runs:
+as (QEMU_CPU), the venvs made there the way docs/device.md tells that platform's users, and the runs:
 each a `python -m edge_runtime` command whose results are compared with the same command on x86.
 What each rootfs is built from (suite, architecture, Debian packages) lives in pi/rootfs.sh.
 
@@ -30,7 +30,7 @@ CPUS = {
 
 @dataclasses.dataclass(frozen=True)
 class Venv:
-    """One install as the README tells it: `python3 -m venv [FLAGS] ~/venv-NAME; pip install -c LOCK WHEEL[EXTRAS]`."""
+    """One install as docs/device.md tells it: `python3 -m venv [FLAGS] ~/venv-NAME; pip install -c LOCK WHEEL[EXTRAS]`."""
 
     name: str
     extras: str  # "" installs the wheel with no extra: the numpy engine, numpy and Pillow from Debian
@@ -47,7 +47,7 @@ class Run:
     HTTP service started on the device, its self-check on `images` test images, then the PNG photos
     posted to /api/predict from this machine over loopback).
     target: "int8" (the int8 .tflite alone: no float reference beside it, which would cost several
-    times the int8 model under emulation) or "bundle" (the README's `eval mnist-edge-bundle/`).
+    times the int8 model under emulation) or "bundle" (docs/device.md's `eval mnist-edge-bundle/`).
     backend: forced with --backend, or None for the automatic choice.
     """
 

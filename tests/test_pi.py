@@ -1,7 +1,7 @@
 """The deploy bundle on every emulated Raspberry Pi OS: `pi/check.sh`, the same as `make pi-check`.
 
-Slow (see the README for each row's cost) and needs root: it builds or reuses a rootfs per row (64-bit
-bookworm and trixie, 32-bit bookworm and trixie armhf, bookworm armel), installs the bundle there as the README tells
+Slow (see docs/pi-emulation.md for each row's cost) and needs root: it builds or reuses a rootfs per row (64-bit
+bookworm and trixie, 32-bit bookworm and trixie armhf, bookworm armel), installs the bundle there as docs/device.md tells
 that platform's users, and checks that eval, predict and bench give the x86 results. One check runs
 for the module; the tests read its summary. Skipped where the machine cannot emulate (not root, no
 binfmt_misc, no debootstrap), except in CI, where that is a failure.
@@ -107,7 +107,7 @@ def test_armv6_row_runs_the_numpy_engine_in_integer_arithmetic_within_128_mib(su
     assert install["numpy_engine_arithmetic"] == "integer" and install["numpy_from"] == "Debian"
 
 
-def test_installed_as_the_readme_says(summary):
+def test_installed_as_the_device_page_says(summary):
     installs = {row: summary["rows"][row]["installs"] for row in summary["rows"]}
     assert installs["bookworm-arm64"]["litert"]["numpy"].startswith("2.")
     assert installs["bookworm-arm64"]["tflite-runtime"]["numpy_from"] == "Debian"

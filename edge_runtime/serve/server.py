@@ -39,7 +39,7 @@ class ServeConfig:
     self_check_images: int | None = None
     tolerance: float | None = None  # None: the manifest's
     allow_failed_self_check: bool = False
-    shadow_rate: float = 1.0  # see README: the float model costs about what int8 does per image
+    shadow_rate: float = 1.0  # see docs/serve.md: the float model costs about what int8 does per image
     agreement_window: int = 200
     min_agreement: float = 99.0  # percent
     unready_below_agreement: bool = False
