@@ -91,14 +91,22 @@ test-fast: $(VENV_STAMP)
 
 # Debian packages some tests use: real IDX files (Fashion-MNIST); headless Chromium with its WebDriver
 # for the page test of `serve`; handwriting fonts for the handwriting set (handwriting/generate.py
-# says which file of each it uses). Needs root; CI runs it.
+# says which file of each it uses); Prometheus and promtool for the fleet alerts (its postinst starts
+# no service where systemd is not PID 1, as in CI). Needs root; CI runs it.
 HANDWRITING_FONTS := fonts-dkg-handwriting fonts-breip fonts-rufscript fonts-sjfonts fonts-comic-neue fonts-bwht \
 	fonts-humor-sans fonts-klee fonts-kristi fonts-dancingscript fonts-kaushanscript fonts-yusei-magic \
 	fonts-tlwg-purisa-otf fonts-kiloji fonts-tomsontalks fonts-seto
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver $(HANDWRITING_FONTS)
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver prometheus $(HANDWRITING_FONTS)
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
+
+# Prometheus' file_sd targets from the fleet's Ansible inventory (deploy/prometheus/prometheus.yml reads
+# deploy/prometheus/targets/*.json); re-run it when the inventory changes.
+INVENTORY ?= deploy/ansible/inventory.yml
+.PHONY: fleet-targets
+fleet-targets: $(VENV_STAMP)
+	$(PYTHON) -m deploy.prometheus.targets $(INVENTORY) --out deploy/prometheus/targets/fleet.json
 
 # Re-resolve the workstation pins from pyproject's extras (needs the package index).
 lock:

@@ -110,7 +110,7 @@ class _Fields:
 class FileEntry:
     """One exported file as the manifest describes it."""
 
-    __slots__ = ("name", "role", "sha256", "bytes", "precision", "test_accuracy", "images", "details")
+    __slots__ = ("name", "role", "sha256", "bytes", "precision", "test_accuracy", "images", "top1_counts", "details")
 
     def __init__(self, fields, name):
         self.name = name
@@ -118,11 +118,17 @@ class FileEntry:
         self.sha256 = fields.get("sha256", lambda v: isinstance(v, str) and len(v) == 64, "must be a 64-digit hex string")
         self.bytes = fields.get("bytes", lambda v: _is_count(v), "must be a positive integer")
         self.details = fields.value
-        self.precision = self.test_accuracy = self.images = None
+        self.precision = self.test_accuracy = self.images = self.top1_counts = None
         if self.role in MODEL_ROLES:
             self.precision = fields.get("precision", lambda v: v in ("float32", "int8"), "must be 'float32' or 'int8'")
             self.test_accuracy = fields.get("test_accuracy", lambda v: _is_number(v) and 0 <= v <= 1,
                                             "must be a number in [0, 1]")
+            # How many test images had their top-1 probability in each bin of `top1_histogram`
+            # (optional: manifests written before label-free drift have none; serve then reports no drift).
+            counts = fields.get("top1_counts", lambda v: isinstance(v, list) and all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v),
+                "must be a list of non-negative integers", optional=True)
+            self.top1_counts = None if counts is None else tuple(counts)
         else:
             self.images = fields.get("images", _is_count, "must be a positive integer")
 
@@ -131,7 +137,8 @@ class Manifest:
     """A parsed, checked manifest.json. Build it with `read_manifest` or `Manifest.parse`."""
 
     __slots__ = ("path", "document", "classes", "class_names_source", "input_shape", "preparation",
-                 "polarity", "float_accuracy", "tolerance_points", "calibration", "data_source", "files")
+                 "polarity", "float_accuracy", "tolerance_points", "calibration", "data_source", "files",
+                 "top1_edges")
 
     @classmethod
     def parse(cls, document, source="manifest"):
@@ -179,7 +186,39 @@ class Manifest:
             raise ManifestFormatError(f"{source}: field 'files' lists no files")
         if len(self.files_with_role(ROLE_TEST_SET)) > 1 or len(self.files_with_role(ROLE_FLOAT_REFERENCE)) > 1:
             raise ManifestFormatError(f"{source}: field 'files' names more than one test set or float reference")
+        self.top1_edges = self._parse_top1_histogram(top, source)
         return self
+
+    def _parse_top1_histogram(self, top, source):
+        """The top-1 probability bin edges (edge_runtime.drift), or None when the manifest has none.
+
+        Each model's `top1_counts` must have one count per bin, adding up to the test set's images.
+        """
+        if top.get("top1_histogram", lambda v: isinstance(v, dict), "must be an object", optional=True) is None:
+            if any(entry.top1_counts is not None for entry in self.files.values()):
+                raise ManifestFormatError(f"{source}: files have 'top1_counts' but field 'top1_histogram' is missing")
+            return None
+        from edge_runtime import drift
+
+        def valid_edges(value):
+            try:
+                return isinstance(value, list) and all(_is_number(edge) for edge in value) and bool(drift.check_edges(value))
+            except ValueError:
+                return False
+
+        edges = tuple(top.child("top1_histogram").get("edges", valid_edges,
+                                                      "must be numbers rising strictly from 0 to 1 (two bins or more)"))
+        test_set = self.file_with_role(ROLE_TEST_SET)
+        for name, entry in self.files.items():
+            if entry.top1_counts is None:
+                continue
+            if len(entry.top1_counts) != len(edges) - 1:
+                raise ManifestFormatError(f"{source}: field 'files.{name}.top1_counts' has {len(entry.top1_counts)} "
+                                          f"counts for the {len(edges) - 1} bins of 'top1_histogram.edges'")
+            if test_set is not None and sum(entry.top1_counts) != self.files[test_set].images:
+                raise ManifestFormatError(f"{source}: field 'files.{name}.top1_counts' adds up to "
+                                          f"{sum(entry.top1_counts)}, not the test set's {self.files[test_set].images} images")
+        return edges
 
     def files_with_role(self, role):
         """Names of the files with `role`, in the manifest's order."""

@@ -4,7 +4,7 @@ import datetime
 import importlib.metadata
 import platform
 
-from edge_runtime import manifest as runtime_manifest
+from edge_runtime import drift, manifest as runtime_manifest
 from edge_runtime import preprocessing
 
 TOOLS = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
@@ -32,13 +32,14 @@ def file_entry(path, role, **details):
 
 
 def build_manifest(source_model, files, input_shape, classes, class_names_source, preparation, polarity,
-                   calibration, tolerances, data_source):
+                   calibration, tolerances, data_source, top1_edges=drift.DEFAULT_EDGES):
     """Return the manifest as a JSON-ready dict, checked against the runtime's schema.
 
     Takes: `source_model` (dict: file, sha256, parameters, test_accuracy), `files` (name ->
     file_entry), the model's `input_shape` (H, W, C), the class names and where they came from,
     the image `preparation` and training-data `polarity`, the `calibration` settings, the
-    validation `tolerances` (dict) and a description of the data (`data_source`).
+    validation `tolerances` (dict), a description of the data (`data_source`) and the bin edges of
+    the top-1 probability histograms the file entries hold (label-free drift, edge_runtime.drift).
     Raises: ManifestFormatError if the result breaks the schema (a bug, caught before writing).
     """
     document = {
@@ -57,6 +58,7 @@ def build_manifest(source_model, files, input_shape, classes, class_names_source
         "data": {"source": data_source},
         "calibration": calibration,
         "tolerances": tolerances,
+        "top1_histogram": {"edges": list(drift.check_edges(top1_edges)), "statistic": drift.STATISTIC},
         "tools": tool_versions(),
         "files": files,
     }

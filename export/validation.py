@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from edge_runtime import backends, classifier, evaluation
+from edge_runtime import backends, classifier, drift, evaluation
 
 
 class ExportValidationError(Exception):
@@ -33,12 +33,13 @@ class Tolerances:
                 raise ValueError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {value}")
 
 
-def measure(model_path, test_input, test_labels, reference_probabilities, backend=None):
+def measure(model_path, test_input, test_labels, reference_probabilities, backend=None, top1_edges=drift.DEFAULT_EDGES):
     """Run the model at `model_path` on the test set; return its accuracy and agreement metrics.
 
-    Takes: float32 (N, H, W, C) inputs, (N,) labels, and the Keras model's (N, K) probabilities.
+    Takes: float32 (N, H, W, C) inputs, (N,) labels, the Keras model's (N, K) probabilities, and the
+    bin edges of the top-1 probability histogram (what serve's label-free drift compares with).
     Returns: a dict with accuracy, agreement with the reference, largest probability difference,
-    and the backend that ran it.
+    the top-1 histogram's counts, and the backend that ran it.
     """
     # Opened on its own: the manifest beside it (if any) is the previous export's, not this file's.
     model = classifier.Classifier(backends.open_backend(model_path, backend=backend))
@@ -48,6 +49,7 @@ def measure(model_path, test_input, test_labels, reference_probabilities, backen
         "test_accuracy": float(np.mean(predictions.labels == test_labels)),
         "agreement_with_keras": float(np.mean(predictions.labels == reference_labels)),
         "max_probability_difference": float(np.abs(predictions.probabilities - reference_probabilities).max()),
+        "top1_counts": drift.top1_counts(predictions.probabilities, top1_edges),
         "validated_with": model.backend.name,
         "input": model.input.as_dict(),
         "output": model.output.as_dict(),

@@ -11,6 +11,10 @@
   functions `make compare` uses. Ids are forgotten after `id_seconds` or beyond `id_count`, and
   what is kept for them is capped in bytes, so memory stays bounded under any traffic.
 - **Collection.** With a samples folder, each labelled image is written there (edge_runtime.samples).
+- **Label-free drift.** Every predicted image's top-1 probability is counted in the bins the
+  manifest records for the test set (edge_runtime.drift); the distance between the last
+  `drift_window` images' histogram and the test set's is reported, and one line is logged when it
+  crosses `drift_threshold` with at least `drift_min_images` images in the window.
 
 Counts only, never per-request lists: memory does not grow with traffic.
 """
@@ -26,7 +30,7 @@ import time
 
 import numpy as np
 
-from edge_runtime import errors, samples, statistics
+from edge_runtime import drift, errors, samples, statistics
 from edge_runtime.serve import bodies
 
 CONFIDENCE = 0.95
@@ -46,6 +50,9 @@ class LiveSettings:
     id_count: int = 1000
     id_seconds: float = 600.0
     id_bytes: int = DEFAULT_ID_BYTES
+    drift_window: int = 500
+    drift_threshold: float = 0.15
+    drift_min_images: int = 200
 
 
 @dataclasses.dataclass
@@ -103,12 +110,17 @@ class LiveChecks:
         self.int8_right = 0  # over every labelled image, with or without a float answer
         self.collected = 0
         self.collect_failures = 0
+        histogram = served.top1_histogram
+        self.drift = None if histogram is None else drift.LiveHistogram(
+            *histogram, settings.drift_window, settings.drift_threshold, settings.drift_min_images)
+        self.drifted = False
 
     # --- after every prediction -----------------------------------------------------------------
 
     def after_prediction(self, prepared, outcome, answer):
         """A prediction listener (see app.Application): shadow a share, remember every image's id."""
         started = time.perf_counter()
+        self.record_drift(outcome.probabilities)
         labels = outcome.probabilities.argmax(axis=1)
         shadow = self.has_reference and self.settings.shadow_rate > 0 and (
             self.settings.shadow_rate >= 1 or self.rng.random() < self.settings.shadow_rate)
@@ -164,6 +176,20 @@ class LiveChecks:
         elif changed:
             self.log(f"int8-float agreement back to {100 * window_agreement:.2f}% over the last "
                      f"{len(self._window)} shadowed images (at least {100 * self.settings.min_agreement:.2f}%)")
+
+    def record_drift(self, probabilities):
+        """Count the images' top-1 probabilities; log once when the drift verdict changes."""
+        if self.drift is None:
+            return
+        with self._lock:
+            self.drift.add(probabilities)
+            figures = self.drift.snapshot()
+            changed, self.drifted = figures["drifted"] != self.drifted, figures["drifted"]
+        if changed:
+            self.log(f"{'warning: ' if figures['drifted'] else ''}top-1 probability drift "
+                     f"{figures['distance']:.3f} over the last {figures['images']} images is "
+                     f"{'above' if figures['drifted'] else 'back within'} {figures['threshold']:g} "
+                     "(total variation against the test set's histogram)")
 
     # --- POST /api/feedback ---------------------------------------------------------------------
 
@@ -272,6 +298,7 @@ class LiveChecks:
             pending_bytes = self._pending_bytes
             collected, collect_failures = self.collected, self.collect_failures
             int8_right_all = self.int8_right
+            drift_figures = None if self.drift is None else self.drift.snapshot()
         paired_total = sum(cells.values())
         paired = statistics.paired_comparison_from_counts(**cells, confidence=CONFIDENCE) if paired_total else None
         float_right = cells["both_right"] + cells["only_reference_right"]
@@ -312,6 +339,7 @@ class LiveChecks:
                     "method": paired["method"],
                 },
             },
+            "drift": drift_figures,  # None when the manifest has no top-1 histogram
             "collect": None if self.folder is None else {
                 "folder": str(self.folder.directory),
                 "collected": collected,

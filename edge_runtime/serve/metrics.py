@@ -12,9 +12,10 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class Metrics:
-    """Counters and gauges for one served model; `model`, `sha256` and `backend` label its facts."""
+    """Counters and gauges for one served model; `model`, `sha256` and `backend` label its facts,
+    `manifest_sha256` (the sha256 of the bundle's manifest.json) names the export as a whole."""
 
-    def __init__(self, model, sha256, backend):
+    def __init__(self, model, sha256, backend, manifest_sha256=None):
         self.registry = prometheus_client.CollectorRegistry()
         model_labels = ("model", "sha256", "backend")
         self.model_labels = {"model": model, "sha256": sha256 or "", "backend": backend}
@@ -23,6 +24,11 @@ class Metrics:
             "mnist_edge_model_info", "The served model: always 1, its facts are the labels.",
             model_labels, registry=self.registry)
         self.model_info.labels(**self.model_labels).set(1)
+        # The fleet's "which version runs where": one value of this label per export.
+        self.manifest_info = prometheus_client.Gauge(
+            "mnist_edge_manifest_info", "The served bundle's manifest: always 1, its sha256 is the label.",
+            ("manifest_sha256",), registry=self.registry)
+        self.manifest_info.labels(manifest_sha256=manifest_sha256 or "").set(1)
         self.requests = prometheus_client.Counter(
             "mnist_edge_http_requests", "HTTP requests by route and status.",
             ("route", "status"), registry=self.registry)
@@ -38,6 +44,7 @@ class Metrics:
             "drop_points": "Accuracy lost against the float model at start-up, in percentage points.",
             "images": "Test images the start-up self-check used.",
             "passed": "1 when the start-up self-check passed, else 0.",
+            "tolerance_points": "Largest accuracy drop against the float model the self-check accepts, in points.",
         }
         self.self_check = {
             name: prometheus_client.Gauge(f"mnist_edge_self_check_{name}", text, model_labels, registry=self.registry)
@@ -49,7 +56,7 @@ class Metrics:
         self.self_check["passed"].labels(**self.model_labels).set(0 if check is None else int(check.passed))
         if check is None:
             return
-        for name in ("accuracy", "float_accuracy", "drop_points", "images"):
+        for name in ("accuracy", "float_accuracy", "drop_points", "images", "tolerance_points"):
             value = getattr(check, name)
             if value is not None:
                 self.self_check[name].labels(**self.model_labels).set(value)
@@ -103,6 +110,12 @@ class LiveCollector:
                                        "1 while the agreement over the last N shadowed images is below the threshold.")
         below.add_metric([], int(shadow["window"]["below"]))
         yield below
+        filled = core.GaugeMetricFamily("mnist_edge_shadow_window_images",
+                                        "Shadowed images in the agreement window (the threshold applies once it is full).")
+        filled.add_metric([], shadow["window"]["filled"])
+        yield filled
+        if live["drift"] is not None:
+            yield from drift_metrics(live["drift"])
         refused = core.CounterMetricFamily("mnist_edge_feedback", "Labels received, by outcome.", labels=("result",))
         refused.add_metric(["labelled"], feedback["labelled"])
         for reason, count in feedback["refused"].items():
@@ -140,6 +153,27 @@ class LiveCollector:
             kept.add_metric(["samples"], live["collect"]["kept"])
             kept.add_metric(["bytes"], live["collect"]["bytes"])
             yield kept
+
+
+def drift_metrics(figures):
+    """The label-free drift figures (edge_runtime.drift.LiveHistogram.snapshot) as metric families."""
+    distance = core.GaugeMetricFamily(
+        "mnist_edge_drift_distance",
+        "Total variation distance between the top-1 probability histogram of the last predicted images and the test set's (0..1).")
+    if figures["distance"] is not None:
+        distance.add_metric([], figures["distance"])
+    yield distance
+    threshold = core.GaugeMetricFamily("mnist_edge_drift_threshold", "Drift distance above which the service warns.")
+    threshold.add_metric([], figures["threshold"])
+    yield threshold
+    images = core.GaugeMetricFamily("mnist_edge_drift_window_images", "Predicted images the drift distance is over.")
+    images.add_metric([], figures["images"])
+    yield images
+    above = core.GaugeMetricFamily(
+        "mnist_edge_drift_above_threshold",
+        "1 while the drift distance is above its threshold with at least the minimum count of images in the window.")
+    above.add_metric([], int(figures["drifted"]))
+    yield above
 
 
 def add_proportion(family, labels, figure):

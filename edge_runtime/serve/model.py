@@ -70,12 +70,13 @@ class ServedModel:
     memory and cache misses), so one interpreter and a lock it is.
     """
 
-    def __init__(self, bundle_dir, model, document, reference=None):
+    def __init__(self, bundle_dir, model, document, reference=None, manifest_sha256=None):
         self.bundle_dir = bundle_dir
         self.model = model
         self.document = document
         self.reference = reference  # the float reference Classifier, or None when the bundle has none
         self.entry = document.files[model.path.name].details
+        self.manifest_sha256 = manifest_sha256  # the export's identity: what the fleet compares as "version"
         self._lock = threading.Lock()
         self._reference_lock = threading.Lock()
 
@@ -92,7 +93,15 @@ class ServedModel:
         path = bundle_dir / model_name
         document = manifest.read_manifest(bundle_dir / manifest.MANIFEST_NAME)
         model = classifier.Classifier.load(path, backend=backend, threads=threads, check_integrity=True)
-        return cls(bundle_dir, model, document, load_reference(bundle_dir, document, backend, threads))
+        return cls(bundle_dir, model, document, load_reference(bundle_dir, document, backend, threads),
+                   manifest_sha256=manifest.sha256_of(bundle_dir / manifest.MANIFEST_NAME))
+
+    @property
+    def top1_histogram(self):
+        """(edges, counts) of the served model's top-1 probability on the test set, or None when the
+        manifest has none (exported before label-free drift)."""
+        counts = self.document.files[self.model.path.name].top1_counts
+        return None if counts is None or self.document.top1_edges is None else (self.document.top1_edges, counts)
 
     @property
     def class_names(self):
@@ -105,6 +114,7 @@ class ServedModel:
         return {
             "model": self.model.path.name,
             "sha256": self.entry.get("sha256"),
+            "manifest_sha256": self.manifest_sha256,
             "backend": self.model.backend.name,
             "input_shape": list(self.model.input_shape),
             "class_names": self.class_names,

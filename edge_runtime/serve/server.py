@@ -48,6 +48,9 @@ class ServeConfig:
     collect: pathlib.Path | None = None
     collect_max_samples: int = 10_000
     collect_max_bytes: int = 500_000_000
+    drift_window: int = 500
+    drift_threshold: float = 0.15
+    drift_min_images: int = 200
 
 
 def build_parser():
@@ -97,6 +100,14 @@ def build_parser():
                       help="samples kept, oldest out first (default 10000)")
     live.add_argument("--collect-max-bytes", type=int, default=ServeConfig.collect_max_bytes,
                       help="bytes kept, oldest out first (default 500000000)")
+    drift = parser.add_argument_group("label-free drift against the test set's top-1 probability histogram")
+    drift.add_argument("--drift-window", type=int, default=ServeConfig.drift_window,
+                       help="latest predicted images the drift distance looks at (default 500)")
+    drift.add_argument("--drift-threshold", type=float, default=ServeConfig.drift_threshold,
+                       help="warn when the total variation distance to the test set's histogram is above this, "
+                            "0..1 (default 0.15; docs/fleet.md says why)")
+    drift.add_argument("--drift-min-images", type=int, default=ServeConfig.drift_min_images,
+                       help="images the window must hold before the threshold applies (default 200)")
     return parser
 
 
@@ -112,8 +123,13 @@ def parse_config(argv):
         raise errors.InputError(f"--min-agreement must be a percentage 0..100, got {config.min_agreement}")
     if not config.feedback_seconds > 0:
         raise errors.InputError(f"--feedback-seconds must be more than 0, got {config.feedback_seconds}")
+    if not 0.0 <= config.drift_threshold <= 1.0:
+        raise errors.InputError(f"--drift-threshold must be 0..1, got {config.drift_threshold}")
+    if config.drift_min_images > config.drift_window:
+        raise errors.InputError(f"--drift-min-images ({config.drift_min_images}) cannot be more than "
+                                f"--drift-window ({config.drift_window})")
     for name in ("threads", "workers", "max_body_bytes", "agreement_window", "feedback_ids",
-                 "collect_max_samples", "collect_max_bytes"):
+                 "collect_max_samples", "collect_max_bytes", "drift_window", "drift_min_images"):
         if getattr(config, name) < 1:
             raise errors.InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.self_check_images is not None and config.self_check_images < 0:
@@ -175,7 +191,8 @@ def main(argv):
             if not config.allow_failed_self_check:
                 return EXIT_FAILED_CHECK
             log("serving anyway (--allow-failed-self-check): /readyz answers 503")
-    counters = metrics.Metrics(description["model"], description["sha256"], description["backend"])
+    counters = metrics.Metrics(description["model"], description["sha256"], description["backend"],
+                               description["manifest_sha256"])
     counters.record_self_check(check)
     checks = live_checks(config, served, live)
     counters.watch_live(checks.snapshot)
@@ -207,7 +224,9 @@ def live_checks(config, served, live):
         folder = samples.SampleFolder(config.collect, config.collect_max_samples, config.collect_max_bytes)
     settings = live.LiveSettings(
         shadow_rate=config.shadow_rate, window=config.agreement_window, min_agreement=config.min_agreement / 100,
-        unready_below=config.unready_below_agreement, id_count=config.feedback_ids, id_seconds=config.feedback_seconds)
+        unready_below=config.unready_below_agreement, id_count=config.feedback_ids, id_seconds=config.feedback_seconds,
+        drift_window=config.drift_window, drift_threshold=config.drift_threshold,
+        drift_min_images=config.drift_min_images)
     if served.reference is None:
         log("live checks: the bundle has no float reference this machine can run: no shadow agreement, "
             "feedback counts int8 accuracy only")
@@ -215,6 +234,11 @@ def live_checks(config, served, live):
         log(f"live checks: shadow rate {config.shadow_rate:g} against {served.reference_name}, agreement threshold "
             f"{config.min_agreement:g}% over the last {config.agreement_window} shadowed images"
             + (" (and /readyz 503)" if config.unready_below_agreement else ""))
+    if served.top1_histogram is None:
+        log("label-free drift: off, the manifest has no top-1 histogram (exported before it); re-export to get one")
+    else:
+        log(f"label-free drift: total variation against the test set's top-1 histogram over the last "
+            f"{config.drift_window} images, threshold {config.drift_threshold:g} from {config.drift_min_images} images")
     if folder is not None:
         log(f"collecting labelled inputs into {folder.directory} ({folder.count} there; at most "
             f"{folder.max_samples} samples and {folder.max_bytes:,} bytes, oldest out first)")

@@ -1,0 +1,1 @@
+"""Fleet deployment: the Ansible inventory and rollout, Prometheus scrape config and alerts."""
