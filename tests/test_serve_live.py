@@ -343,6 +343,7 @@ class ServedWithoutReference:
     class_names = [str(digit) for digit in range(10)]
     reference = None
     reference_name = None
+    top1_histogram = None  # a manifest from before label-free drift
 
 
 def make_predictions(checks, count):
