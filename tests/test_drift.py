@@ -109,3 +109,31 @@ def test_the_export_records_each_models_counts_over_its_whole_test_set(untrained
     with np.load(untrained_export / "test_set.npz") as archive:
         probabilities = Classifier.load(untrained_export / "model_int8.tflite").predict(archive["x_test"]).probabilities
     assert list(parsed.files["model_int8.tflite"].top1_counts) == drift.top1_counts(probabilities, EDGES)
+
+
+def test_a_bundle_without_a_histogram_serves_with_drift_off():
+    from edge_runtime.serve import live, metrics
+    from test_serve_live import ServedWithoutReference, make_predictions
+
+    checks = live.LiveChecks(ServedWithoutReference(), live.LiveSettings(), log=print)
+    make_predictions(checks, 3)
+    assert checks.snapshot()["drift"] is None
+    counters = metrics.Metrics("model_int8.tflite", "ab", "litert", "cd")
+    counters.watch_live(checks.snapshot)
+    text = counters.exposition()[0].decode()
+    assert "mnist_edge_drift" not in text and 'mnist_edge_manifest_info{manifest_sha256="cd"} 1.0' in text
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--drift-threshold", "1.5"], "--drift-threshold must be 0..1, got 1.5"),
+    (["--drift-window", "100"], "--drift-min-images (200) cannot be more than --drift-window (100)"),
+    (["--drift-window", "0", "--drift-min-images", "0"], "--drift-window must be at least 1, got 0"),
+])
+def test_serve_refuses_drift_options_out_of_range(flags, message):
+    from edge_runtime import errors
+    from edge_runtime.serve import server
+
+    assert server.parse_config(["bundle"]).drift_window == 500
+    with pytest.raises(errors.InputError) as refused:
+        server.parse_config(["bundle", *flags])
+    assert str(refused.value) == message
