@@ -183,8 +183,9 @@ class LiveChecks:
             return
         with self._lock:
             self.drift.add(probabilities)
-            figures = self.drift.snapshot()
-            changed, self.drifted = figures["drifted"] != self.drifted, figures["drifted"]
+            drifted = self.drift.drifted
+            changed, self.drifted = drifted != self.drifted, drifted
+            figures = self.drift.snapshot() if changed else None
         if changed:
             self.log(f"{'warning: ' if figures['drifted'] else ''}top-1 probability drift "
                      f"{figures['distance']:.3f} over the last {figures['images']} images is "
