@@ -137,3 +137,46 @@ def test_serve_refuses_drift_options_out_of_range(flags, message):
     with pytest.raises(errors.InputError) as refused:
         server.parse_config(["bundle", *flags])
     assert str(refused.value) == message
+
+
+def test_the_noise_quantile_matches_resampling_and_grows_for_a_spread_histogram():
+    """Against drawing images one by one from the histogram (a plain simulation): the same 99.9% quantile."""
+    reference = [44, 138, 111, 178, 233, 351, 487, 8458]  # the trained seed model's int8 counts
+    generator = np.random.default_rng(5)
+    pool = np.repeat(np.arange(len(reference)), reference)
+    plain = [drift.total_variation(np.bincount(generator.choice(pool, 200), minlength=8), reference) for _ in range(10_000)]
+    assert drift.noise_quantile(reference, 200) == pytest.approx(np.quantile(plain, 0.999), abs=0.012)
+    assert drift.noise_quantile([1250] * 8, 200) > 0.14 > drift.noise_quantile(reference, 200)
+
+
+class ServedWithHistogram:
+    """What LiveChecks needs of a ServedModel whose manifest has the given top-1 histogram."""
+
+    class_names = [str(digit) for digit in range(10)]
+    reference = None
+    reference_name = None
+
+    def __init__(self, counts):
+        self.top1_histogram = ((0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0), counts)
+
+
+def test_serve_warns_at_start_when_its_threshold_is_within_the_noise_and_once_per_crossing():
+    from edge_runtime.serve import live
+
+    lines = []
+    live.LiveChecks(ServedWithHistogram([1250] * 8), live.LiveSettings(), log=lines.append)
+    assert lines[-1].startswith("warning: drift threshold 0.15 is within the sampling noise of this model's test-set "
+                                "histogram: 200 ordinary images reach 0.1")
+    lines.clear()
+    settings = live.LiveSettings(drift_window=4, drift_min_images=2)
+    checks = live.LiveChecks(ServedWithHistogram([0, 0, 0, 0, 0, 0, 10, 90]), settings, log=lines.append)
+    assert lines[0].startswith("label-free drift: total variation against the test set's top-1 histogram over the "
+                               "last 4 images, threshold 0.15 from 2 images")
+    assert lines[1].startswith("warning: drift threshold 0.15 is within")  # two images are all noise
+    lines[:] = lines[:1]
+    confident, unsure = np.array([[0.996] + [0.0004] * 9]), np.array([[0.6, 0.4] + [0.0] * 8])
+    for probabilities in (confident, unsure, unsure, unsure, confident, confident, confident, confident):
+        checks.record_drift(probabilities)
+    assert [line.split(" over")[0] for line in lines[1:]] == [
+        "warning: top-1 probability drift 0.500", "top-1 probability drift 0.100"]
+    assert checks.snapshot()["drift"]["drifted"] is False

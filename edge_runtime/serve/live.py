@@ -114,6 +114,7 @@ class LiveChecks:
         self.drift = None if histogram is None else drift.LiveHistogram(
             *histogram, settings.drift_window, settings.drift_threshold, settings.drift_min_images)
         self.drifted = False
+        self.log_drift_settings()
 
     # --- after every prediction -----------------------------------------------------------------
 
@@ -176,6 +177,20 @@ class LiveChecks:
         elif changed:
             self.log(f"int8-float agreement back to {100 * window_agreement:.2f}% over the last "
                      f"{len(self._window)} shadowed images (at least {100 * self.settings.min_agreement:.2f}%)")
+
+    def log_drift_settings(self):
+        """One line on what label-free drift compares, and a warning when its threshold is within the noise."""
+        histogram = self.drift
+        if histogram is None:
+            self.log("label-free drift: off, the manifest has no top-1 histogram (exported before it); re-export to get one")
+            return
+        self.log(f"label-free drift: total variation against the test set's top-1 histogram over the last "
+                 f"{histogram.window} images, threshold {histogram.threshold:g} from {histogram.min_images} images "
+                 f"(sampling noise alone: {histogram.noise:.3f} at 99.9%)")
+        if histogram.noise >= histogram.threshold:
+            self.log(f"warning: drift threshold {histogram.threshold:g} is within the sampling noise of this model's "
+                     f"test-set histogram: {histogram.min_images} ordinary images reach {histogram.noise:.3f} one time "
+                     "in 1000; raise --drift-threshold or --drift-min-images")
 
     def record_drift(self, probabilities):
         """Count the images' top-1 probabilities; log once when the drift verdict changes."""

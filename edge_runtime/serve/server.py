@@ -234,15 +234,11 @@ def live_checks(config, served, live):
         log(f"live checks: shadow rate {config.shadow_rate:g} against {served.reference_name}, agreement threshold "
             f"{config.min_agreement:g}% over the last {config.agreement_window} shadowed images"
             + (" (and /readyz 503)" if config.unready_below_agreement else ""))
-    if served.top1_histogram is None:
-        log("label-free drift: off, the manifest has no top-1 histogram (exported before it); re-export to get one")
-    else:
-        log(f"label-free drift: total variation against the test set's top-1 histogram over the last "
-            f"{config.drift_window} images, threshold {config.drift_threshold:g} from {config.drift_min_images} images")
+    checks = live.LiveChecks(served, settings, log, folder)  # logs its label-free drift line
     if folder is not None:
         log(f"collecting labelled inputs into {folder.directory} ({folder.count} there; at most "
             f"{folder.max_samples} samples and {folder.max_bytes:,} bytes, oldest out first)")
-    return live.LiveChecks(served, settings, log, folder)
+    return checks
 
 
 def stop_on_signal(signum, frame):
