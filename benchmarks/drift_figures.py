@@ -3,7 +3,7 @@
     python benchmarks/drift_figures.py --artifacts artifacts [--window 500]
 
 Runs the exported int8 TFLite model on each feed's first `window` images as model input (pixels as
-they are, no preparation) and prints the total variation distance of their top-1 histogram from
+they are, no preparation; the last feed goes through the digit preparation as PNG files) and prints the total variation distance of their top-1 histogram from
 the one the manifest records; then the distance of `window` images drawn at random from the MNIST
 test set, 20,000 times, as quantiles (what the threshold must stay clear of). Fashion-MNIST comes
 from Debian's dataset-fashion-mnist.
@@ -11,6 +11,7 @@ from Debian's dataset-fashion-mnist.
 
 import argparse
 import gzip
+import io
 import pathlib
 import sys
 
@@ -19,9 +20,18 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from edge_runtime import Classifier, drift, manifest  # noqa: E402
+from edge_runtime.pictures import preparation  # noqa: E402
 
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 DRAWS = 20_000
+
+
+def png(image):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def main(argv=None):
@@ -53,6 +63,10 @@ def main(argv=None):
     for feed, images in feeds.items():
         distance = drift.total_variation(drift.top1_counts(model.predict(images).probabilities, edges), reference)
         print(f"| {feed} | {distance:.3f} |")
+    prepared, _ = preparation.prepare_files([png(255 - image) for image in digits[:window]],
+                                            preparation.for_classifier(model))
+    distance = drift.total_variation(drift.top1_counts(model.predict(prepared).probabilities, edges), reference)
+    print(f"| inverted MNIST as PNG files, through the digit preparation | {distance:.3f} |")
     bins = drift.bin_indices(model.predict(digits).probabilities, edges)
     generator = np.random.default_rng(1)
     for size in sorted({200, window}):
