@@ -91,12 +91,13 @@ test-fast: $(VENV_STAMP)
 
 # Debian packages some tests use: real IDX files (Fashion-MNIST); headless Chromium with its WebDriver
 # for the page test of `serve`; handwriting fonts for the handwriting set (handwriting/generate.py
-# says which file of each it uses); Prometheus and promtool for the fleet alerts (its postinst starts
+# says which file of each it uses); Ansible (with community.general's chroot connection) for the fleet
+# rollout; Prometheus and promtool for the fleet alerts (its postinst starts
 # no service where systemd is not PID 1, as in CI). Needs root; CI runs it.
 HANDWRITING_FONTS := fonts-dkg-handwriting fonts-breip fonts-rufscript fonts-sjfonts fonts-comic-neue fonts-bwht \
 	fonts-humor-sans fonts-klee fonts-kristi fonts-dancingscript fonts-kaushanscript fonts-yusei-magic \
 	fonts-tlwg-purisa-otf fonts-kiloji fonts-tomsontalks fonts-seto
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver prometheus $(HANDWRITING_FONTS)
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver prometheus ansible $(HANDWRITING_FONTS)
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
