@@ -89,8 +89,7 @@ def test_targets_agree_with_ansible_inventory_when_ansible_is_installed():
     """ansible-inventory is the reference: the same host vars, so the same scrape addresses."""
     from deploy.prometheus import targets
 
-    if shutil.which("ansible-inventory") is None:
-        pytest.skip("ansible-inventory is not installed (Debian package ansible); the rollout work brings it")
+    require(shutil.which("ansible-inventory") is not None, "ansible-inventory is not installed (make system-deps)")
     listed = subprocess.run(["ansible-inventory", "-i", str(EXAMPLE_INVENTORY), "--list"], capture_output=True,
                             text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
