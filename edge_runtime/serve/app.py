@@ -125,7 +125,9 @@ class Application:
             status, headers, body = json_response(500, {"error": "internal error; the service log has the details"})
         start_response(f"{status} {http.HTTPStatus(status).phrase}", headers + SECURITY_HEADERS)
         self.metrics.record_request(path if route else "other", status, time.perf_counter() - started)
-        return [body]
+        # HEAD: the headers GET would send (Content-Length included), no body. waitress sends what it
+        # is given, and a body here would be read as the start of the next answer on the connection.
+        return [] if method == "HEAD" else [body]
 
     def check_token(self, environ):
         scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")

@@ -68,6 +68,7 @@ class Pending:
     float_label: int | None = None  # known when the prediction was shadowed
     float_probabilities: np.ndarray | None = None
     labelled: bool = False
+    request_id: str = ""  # the id of the answer that held this prediction
 
     @property
     def size(self):
@@ -102,6 +103,9 @@ class LiveChecks:
         self._lock = threading.Lock()
         self._pending = collections.OrderedDict()
         self._pending_bytes = 0
+        # A request's id → the ids of its predictions, while they are kept: people send the id at
+        # the top of the answer, and for one image that is as good as the prediction's.
+        self._requests = {}
         self.shadowed = self.agreed = 0
         self._window = collections.deque(maxlen=settings.window)
         self.below = False
@@ -132,7 +136,7 @@ class LiveChecks:
                             int8_probabilities=outcome.probabilities[index].copy(),
                             pixels=prepared.pixels[index].copy(),
                             upload=prepared.upload if self.folder is not None and len(prepared.names) == 1 else b"",
-                            upload_name=prediction["name"])
+                            upload_name=prediction["name"], request_id=answer["id"])
             prediction["shadow"] = None
             if float_outcome is not None:
                 entry.float_probabilities = float_outcome.probabilities[index].copy()
@@ -147,6 +151,7 @@ class LiveChecks:
     def remember(self, prediction_id, entry):
         with self._lock:
             self._pending[prediction_id] = entry
+            self._requests.setdefault(entry.request_id, []).append(prediction_id)
             self._pending_bytes += entry.size
             self._forget_old()
 
@@ -160,6 +165,7 @@ class LiveChecks:
                 break
             del self._pending[oldest_id]
             self._pending_bytes -= oldest.size
+            self._requests.pop(oldest.request_id, None)
 
     def record_agreement(self, agrees):
         with self._lock:
@@ -225,12 +231,14 @@ class LiveChecks:
             raise bodies.HTTPError(400, f"id must be the prediction's id (a string), got {type(prediction_id).__name__}")
         with self._lock:
             self._forget_old()
+            prediction_id = self.prediction_of(prediction_id)
             entry = self._pending.get(prediction_id)
             if entry is None:
                 self.feedback_counts["unknown_id"] += 1
                 raise bodies.HTTPError(404, f"no prediction with id {prediction_id[:40]!r}: unknown, or forgotten "
                                             f"(ids are kept {self.settings.id_seconds:g} s, the last "
-                                            f"{self.settings.id_count} predictions)")
+                                            f"{self.settings.id_count} predictions); send the 'id' of an answer of "
+                                            "/api/predict, or of one of its predictions")
             if entry.labelled:
                 self.feedback_counts["already_labelled"] += 1
                 raise bodies.HTTPError(409, f"prediction {prediction_id[:40]} is already labelled; a label counts once")
@@ -263,6 +271,18 @@ class LiveChecks:
             "collected": collected,
             "live": self.snapshot(),
         }
+
+    def prediction_of(self, given_id):
+        """The prediction id that `given_id` names: itself, or the one prediction of the request it
+        is the id of (lock held). HTTPError 400 for a request of several images."""
+        predictions = self._requests.get(given_id)
+        if given_id in self._pending or predictions is None:
+            return given_id
+        if len(predictions) > 1:
+            self.feedback_counts["bad"] += 1
+            raise bodies.HTTPError(400, f"{given_id[:40]} is the id of a request of {len(predictions)} images: label "
+                                        "each image by its own id (predictions[i].id in the answer)")
+        return predictions[0]
 
     def class_index(self, value):
         """A label as sent (a class index, or a class name) as the class index; HTTPError 400 otherwise."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import errno
 import json
 import pathlib
-import signal
+import socket
 import sys
 import time
 
@@ -51,6 +52,7 @@ class ServeConfig:
     drift_window: int = 500
     drift_threshold: float = 0.15
     drift_min_images: int = 200
+    stop_seconds: float = 5.0  # on SIGTERM: time to finish the requests already accepted
 
 
 def build_parser():
@@ -108,6 +110,9 @@ def build_parser():
                             "0..1 (default 0.15; docs/fleet.md says why)")
     drift.add_argument("--drift-min-images", type=int, default=ServeConfig.drift_min_images,
                        help="images the window must hold before the threshold applies (default 200)")
+    parser.add_argument("--stop-seconds", type=float, default=ServeConfig.stop_seconds,
+                        help="on SIGTERM or Ctrl-C, time to finish the requests already accepted before those "
+                             "not started get 503 (default 5); a second signal stops at once")
     return parser
 
 
@@ -132,6 +137,8 @@ def parse_config(argv):
                  "collect_max_samples", "collect_max_bytes", "drift_window", "drift_min_images"):
         if getattr(config, name) < 1:
             raise errors.InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if not 0.0 <= config.stop_seconds < float("inf"):
+        raise errors.InputError(f"--stop-seconds must be a number of seconds, 0 or more, got {config.stop_seconds}")
     if config.self_check_images is not None and config.self_check_images < 0:
         raise errors.InputError(f"--self-check-images must be 0 or more, got {config.self_check_images}")
     if config.tolerance is not None:
@@ -172,11 +179,13 @@ def main(argv):
     try:
         import waitress.server  # noqa: F401  (checked here, before the minute a self-check may take)
 
-        from edge_runtime.serve import app, live, metrics, model
+        from edge_runtime.serve import app, live, metrics, model, stopping
     except ImportError as error:
         raise errors.BackendUnavailableError(
             f"serve needs the [serve] extra ({error.name} is missing): pip install 'mnist-edge[serve]'") from None
     token = read_token(config.token_file) if config.token_file else None
+    # The port first: a port already taken is said in one line before a self-check of a minute.
+    sockets = listening_sockets(config.host, config.port)
     served = model.ServedModel.load(config.bundle, config.model, backend=config.backend, threads=config.threads)
     description = served.describe()
     check = None
@@ -200,19 +209,42 @@ def main(argv):
                                                        max_body_bytes=config.max_body_bytes), counters, check, checks)
     if token is None and not is_loopback(config.host):
         log(f"warning: listening on {config.host} without --token-file: anyone who can reach this port can use the API")
-    server = create_server(application, config)
+    stop = stopping.Stop()
+    server = create_server(application, config, sockets, stop)
     for host, port in listening_addresses(server):
         log(f"ready on http://{format_host(host)}:{port}/ in {time.perf_counter() - started:.2f} s "
             f"({description['model']}, {description['backend']}, {config.workers} workers)")
-    signal.signal(signal.SIGTERM, stop_on_signal)
+    stop.install()
+    return stopping.serve_until_stopped(server, stop, config.stop_seconds, log)
+
+
+def listening_sockets(host, port):
+    """Bound TCP sockets for `host` and `port` (one per address the name has), not yet listening.
+
+    Raises: InputError naming the address when it is taken, not this machine's, or not allowed.
+    """
     try:
-        server.run()
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        server.close()
-    log("stopped")
-    return 0
+        addresses = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise errors.InputError(f"--host {host}: cannot resolve: {error.strerror}") from None
+    sockets = []
+    for family, kind, protocol, _, address in dict.fromkeys(addresses):
+        bound = socket.socket(family, kind, protocol)
+        try:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                bound.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            bound.bind(address)
+        except OSError as error:
+            bound.close()
+            for other in sockets:
+                other.close()
+            hint = {errno.EADDRINUSE: " (another serve, or the mnist-edge systemd unit, holds it?)",
+                    errno.EACCES: " (ports below 1024 need privileges)"}.get(error.errno, "")
+            raise errors.InputError(f"http://{format_host(address[0])}:{address[1]}/: cannot listen: "
+                                    f"{(error.strerror or str(error)).lower()}{hint}") from None
+        sockets.append(bound)
+    return sockets
 
 
 def live_checks(config, served, live):
@@ -241,10 +273,6 @@ def live_checks(config, served, live):
     return checks
 
 
-def stop_on_signal(signum, frame):
-    raise SystemExit(0)
-
-
 def self_check_line(check):
     drop = "-" if check.drop_points is None else f"{0.0 - check.drop_points:+.2f} pt"
     agreement = "-" if check.agreement_with_float is None else f"{100 * check.agreement_with_float:.2f}%"
@@ -254,30 +282,32 @@ def self_check_line(check):
             f"tolerance {check.tolerance_points:.2f} pt, {check.seconds:.2f} s")
 
 
-def create_server(application, config):
-    """A waitress server for `application`, its errors answered in JSON like the application's own."""
+def create_server(application, config, sockets, stop):
+    """A waitress server for `application` on `sockets` (bound, from listening_sockets), its errors
+    answered in JSON like the application's own, its answers closing connections once `stop` is asked."""
     import waitress.server
 
     server = waitress.server.create_server(
-        application, host=config.host, port=config.port, threads=config.workers, ident="mnist-edge",
+        application, sockets=sockets, threads=config.workers, ident="mnist-edge",
         # waitress refuses a body of this many bytes or more from its Content-Length, before reading it.
         max_request_body_size=config.max_body_bytes + 1,
         clear_untrusted_proxy_headers=True,
     )
-    channel_class = json_error_channel_class(application)
+    channel_class = json_error_channel_class(application, stop)
     for dispatcher in [server, *getattr(server, "map", {}).values()]:
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             dispatcher.channel_class = channel_class
     return server
 
 
-def json_error_channel_class(application):
+def json_error_channel_class(application, stop):
     """A waitress channel whose own refusals (413, 400 for malformed HTTP...) are JSON one-liners too,
-    counted in `application`'s metrics."""
+    counted in `application`'s metrics; no `100 Continue` before a refusal; answers that close the
+    connection once `stop` is asked (see stopping.py)."""
     import waitress.channel
     import waitress.task
 
-    from edge_runtime.serve import app
+    from edge_runtime.serve import app, stopping
 
     class JsonErrorTask(waitress.task.ErrorTask):
         def execute(self):
@@ -296,11 +326,23 @@ def json_error_channel_class(application):
                 self.close_on_finish = True
             self.content_length = len(body)
             self.write(body)
-            application.metrics.record_request(
-                self.request.path if self.request.path in application.routes else "other", error.code, 0.0)
+            # A request line that could not be parsed (a port scanner's "GARBAGE") has no path.
+            path = getattr(self.request, "path", None)
+            application.metrics.record_request(path if path in application.routes else "other", error.code, 0.0)
+
+    class RefusingBeforeContinue(waitress.channel.HTTPChannel.parser_class):
+        def received(self, data):
+            consumed = super().received(data)
+            if self.error is not None:
+                # Refused from its headers (a body over the limit): the client must not be told to
+                # send the body, only why not. waitress would send `100 Continue` first.
+                self.expect_continue = False
+            return consumed
 
     class JsonErrorChannel(waitress.channel.HTTPChannel):
         error_task_class = JsonErrorTask
+        task_class = stopping.task_class(stop)
+        parser_class = RefusingBeforeContinue
 
     return JsonErrorChannel
 
