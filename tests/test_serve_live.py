@@ -353,7 +353,7 @@ def make_predictions(checks, count):
 
     prepared = model.Prepared(pixels=np.zeros((count, 28, 28), np.float32), names=[f"x{index}" for index in range(count)])
     probabilities = np.eye(10, dtype=np.float32)[np.arange(count) % 10]
-    answer = {"predictions": [{"id": uuid.uuid4().hex, "name": name} for name in prepared.names]}
+    answer = {"id": uuid.uuid4().hex, "predictions": [{"id": uuid.uuid4().hex, "name": name} for name in prepared.names]}
     checks.after_prediction(prepared, model.Outcome(probabilities=probabilities, seconds=0.0), answer)
     return [prediction["id"] for prediction in answer["predictions"]]
 
