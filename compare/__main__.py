@@ -46,7 +46,7 @@ def main(argv=None):
         test_set = arguments.artifacts / manifest.file_with_role(manifest_module.ROLE_TEST_SET)
         test_images, labels = evaluation.load_test_set(test_set, manifest.input_shape, manifest.num_classes, manifest)
     except errors.EdgeRuntimeError as error:
-        print(f"error: {error}; run 'make export' first" if "no such manifest" in str(error) else f"error: {error}",
+        print(f"error: {errors.one_line(error)}; run 'make export' first" if "no such manifest" in str(error) else f"error: {error}",
               file=sys.stderr)
         return 1
     classes = manifest.classes
@@ -59,7 +59,7 @@ def main(argv=None):
     try:
         all_runs = runs.all_runs(arguments.artifacts, manifest, test_images, measure=not arguments.no_speed)
     except errors.EdgeRuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {errors.one_line(error)}", file=sys.stderr)
         return 1
     summary = analysis.summarize(all_runs, labels, classes, tolerance)
     second_section = []
@@ -68,7 +68,7 @@ def main(argv=None):
             second_images, second_labels = evaluation.load_test_set(arguments.second_test_set, manifest.input_shape,
                                                                     manifest.num_classes)
         except errors.EdgeRuntimeError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {errors.one_line(error)}", file=sys.stderr)
             return 1
         print(f"Running every model on the second test set, {len(second_labels):,} images of {arguments.second_test_set}:")
         second_runs = runs.all_runs(arguments.artifacts, manifest, second_images, measure=False)
@@ -98,7 +98,7 @@ def main(argv=None):
         try:
             dataset = data.load_dataset(source)
         except data.DataError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {errors.one_line(error)}", file=sys.stderr)
             return 1
     if arguments.sweep:
         from compare import sweep

@@ -1,5 +1,11 @@
 """Error types of the edge runtime: each carries a one-line message naming the thing and the problem."""
 
+import re
+
+# Control characters, a newline above all: a file may be named "a\nb.png", and its name would split
+# the one line an error is over two.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class EdgeRuntimeError(Exception):
     """Base class for every error the runtime reports to a user as one line, without a traceback."""
@@ -26,3 +32,9 @@ EXIT_BAD_INPUT = 1  # a bad file or input: an EdgeRuntimeError's one line
 EXIT_USAGE = 2  # a bad option
 EXIT_FAILED_CHECK = 3  # an accuracy check failed (the int8 model lost more than its tolerance)
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def one_line(message):
+    """`message` (any object) as text with its control characters written as escapes (a newline as
+    \\n): what every command prints for an error or a note, so that it stays one line."""
+    return _CONTROL_CHARACTERS.sub(lambda match: repr(match.group())[1:-1], str(message))

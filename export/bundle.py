@@ -119,7 +119,7 @@ def main(argv=None):
     try:
         path = build_bundle(arguments.artifacts, arguments.output)
     except (RuntimeError, errors.EdgeRuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {errors.one_line(error)}", file=sys.stderr)
         return 1
     with tarfile.open(path) as archive:
         for member in archive.getmembers():

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+from edge_runtime import errors
+
 _interrupted = []
 
 
@@ -36,11 +38,11 @@ def run(stage, expected_errors):
         _interrupted.append(signal.SIGINT)
     except expected_errors as error:
         if not _interrupted:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {errors.one_line(error)}", file=sys.stderr)
             return 1
     except OSError as error:
         if not _interrupted:
-            print(f"error: {error.filename or 'output'}: {error.strerror or error}", file=sys.stderr)
+            print(f"error: {errors.one_line(error.filename or 'output')}: {error.strerror or error}", file=sys.stderr)
             return 1
     else:
         # Finished, whole (a Ctrl-C after the last safe point changed nothing). The process only exits

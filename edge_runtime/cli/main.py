@@ -35,7 +35,7 @@ def main(argv=None):
         sys.stdout.flush()
         return status
     except errors.EdgeRuntimeError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {errors.one_line(error)}", file=sys.stderr)
         return errors.EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -341,7 +341,7 @@ def run_samples(arguments):
 
     collected, problems = samples.read_folder(arguments.folder)
     for problem in problems:
-        print(f"note: skipping {problem}", file=sys.stderr)
+        print(f"note: skipping {errors.one_line(problem)}", file=sys.stderr)
     counts = samples.summary(collected)
     written = None
     if arguments.out is not None:

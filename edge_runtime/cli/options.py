@@ -11,7 +11,7 @@ import os
 import pathlib
 import sys
 
-from edge_runtime import backends
+from edge_runtime import backends, errors
 from edge_runtime.cli import defaults
 
 
@@ -63,7 +63,7 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*arguments, **options)
 
     def error(self, message):
-        self.exit(2, f"error: {self.prog}: {message}\n")
+        self.exit(2, f"error: {self.prog}: {errors.one_line(message)}\n")
 
 
 def model_options(command):
