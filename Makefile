@@ -32,8 +32,18 @@ $(VENV_STAMP): requirements/workstation.lock pyproject.toml
 
 train: $(ARTIFACTS)/model.keras
 
-$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES) $(EXTRA_DATA)
+# DATA, LABELS and EXTRA_DATA are words on the command line, not files make can date. The train
+# recipe records them, with the size and sha256 of the files behind them, in data-inputs.txt; when
+# the ones given now differ (another path, or new content behind the same one), the model is out of
+# date (train/inputs.py).
+DATA_INPUTS := $(ARTIFACTS)/data-inputs.txt
+DATA_INPUTS_GIVEN := DATA=$(DATA) LABELS=$(LABELS) EXTRA_DATA=$(EXTRA_DATA)
+DATA_INPUTS_CHANGED := $(shell $(PYTHON_FOR_VENV) -m train.inputs check $(DATA_INPUTS) $(DATA_INPUTS_GIVEN))
+.PHONY: data-inputs-changed
+
+$(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES) $(if $(DATA_INPUTS_CHANGED),data-inputs-changed,)
 	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG) $(if $(EXTRA_DATA),--extra-data $(EXTRA_DATA),)
+	$(PYTHON_FOR_VENV) -m train.inputs record $(DATA_INPUTS) $(DATA_INPUTS_GIVEN)
 
 export: $(ARTIFACTS)/manifest.json
 
@@ -90,14 +100,14 @@ test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
 
 # Debian packages some tests use: real IDX files (Fashion-MNIST); headless Chromium with its WebDriver
-# for the page test of `serve`; handwriting fonts for the handwriting set (handwriting/generate.py
-# says which file of each it uses); Ansible (with community.general's chroot connection) for the fleet
-# rollout; Prometheus and promtool for the fleet alerts (its postinst starts
-# no service where systemd is not PID 1, as in CI). Needs root; CI runs it.
+# for the page test of `serve`; curl, the real HTTP client of serve's fault tests; handwriting fonts
+# for the handwriting set (handwriting/generate.py says which file of each it uses); Ansible (with
+# community.general's chroot connection) for the fleet rollout; Prometheus and promtool for the fleet
+# alerts (its postinst starts no service where systemd is not PID 1, as in CI). Needs root; CI runs it.
 HANDWRITING_FONTS := fonts-dkg-handwriting fonts-breip fonts-rufscript fonts-sjfonts fonts-comic-neue fonts-bwht \
 	fonts-humor-sans fonts-klee fonts-kristi fonts-dancingscript fonts-kaushanscript fonts-yusei-magic \
 	fonts-tlwg-purisa-otf fonts-kiloji fonts-tomsontalks fonts-seto
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver prometheus ansible $(HANDWRITING_FONTS)
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver curl prometheus ansible $(HANDWRITING_FONTS)
 system-deps:
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi

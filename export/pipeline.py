@@ -48,6 +48,24 @@ class ExportConfig:
             raise ValueError(f"preparation must be one of {', '.join(PREPARATION_CHOICES)}, got {self.preparation!r}")
 
 
+def check_file_size_limit(model_path, dataset):
+    """Raise ValueError when a file-size limit (`ulimit -f`) is below the largest file export writes.
+
+    The converters write temporary models of their own and, when a write fails there, raise an
+    unrelated error from deep inside (a TypeError in TensorFlow's). So the limit is checked before
+    anything starts, against an upper bound: the test set uncompressed, or twice the Keras file
+    (which holds the weights and the optimizer's state; every model and temporary file is smaller).
+    """
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    largest = max(2 * pathlib.Path(model_path).stat().st_size, dataset.x_test.nbytes + dataset.y_test.nbytes)
+    if limit != resource.RLIM_INFINITY and limit < largest:
+        raise ValueError(f"the file size limit (ulimit -f) is {limit:,} bytes, and export writes files of up to "
+                         f"about {largest:,} bytes (the test set, the models, the converters' temporary files); "
+                         "raise the limit ('ulimit -f unlimited') and run again")
+
+
 def classifier_shape(keras_model, model_path):
     """Return ((H, W, C), classes) of a Keras classifier; raise ModelShapeError for anything else."""
     inputs, outputs = keras_model.inputs, keras_model.outputs
@@ -107,6 +125,9 @@ def run_export(config):
     output_dir = pathlib.Path(config.output_dir)
     training.prepare_output_dir(output_dir)
     dataset = data.load_dataset(config.data_source, config.cache_dir)
+    classes, classes_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
+    data.check_classes(dataset, len(classes), config.data_source)
+    check_file_size_limit(model_path, dataset)
     keras, _ = training.import_tensorflow()
     try:
         source_model = keras.models.load_model(model_path)
@@ -115,7 +136,6 @@ def run_export(config):
     input_shape, num_outputs = classifier_shape(source_model, model_path)
     if dataset.image_shape != input_shape:
         raise ModelShapeError(f"{model_path}: takes {input_shape} images but the data holds {dataset.image_shape}")
-    classes, classes_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
     if len(classes) != num_outputs:
         raise ModelShapeError(f"{model_path}: has {num_outputs} outputs but the data has {len(classes)} classes "
                               f"({classes_source})")

@@ -125,6 +125,27 @@ def class_names(source, labels_path, num_classes):
     return tuple(names), str(labels_path)
 
 
+def check_classes(dataset, class_count, source):
+    """Raise DataError unless `dataset` has at least two classes and each of its `class_count`
+    classes has training and test images.
+
+    A label of 12 among 0..9 would otherwise train a 13-class model whose classes 10 and 11 are
+    empty, and labels that are all 0 a one-class model that scores 100%. `source` names the data
+    (None: the pinned MNIST) in the message.
+    """
+    where = source if source is not None else "the pinned MNIST"
+    if class_count < 2:
+        raise DataError(f"{where}: every label is {int(dataset.y_train.min())}: a classifier needs at least two "
+                        "classes; if one class was meant, add images of another (e.g. 'not this class') labelled 1")
+    for split, labels in (("training", dataset.y_train), ("test", dataset.y_test)):
+        empty = np.flatnonzero(np.bincount(labels.astype(np.int64), minlength=class_count)[:class_count] == 0)
+        if len(empty):
+            listed = ", ".join(str(index) for index in empty[:10]) + (" ..." if len(empty) > 10 else "")
+            raise DataError(f"{where}: {len(empty)} of {class_count} classes have no {split} images "
+                            f"({'class' if len(empty) == 1 else 'classes'} {listed}); if those classes are meant, add their images, else renumber the labels "
+                            f"0..N-1 without gaps (labels run {int(labels.min())}..{int(labels.max())})")
+
+
 def default_cache_dir():
     """Where the verified MNIST cache lives: $MNIST_EDGE_CACHE, else ~/.cache/mnist-edge."""
     configured = os.environ.get("MNIST_EDGE_CACHE")

@@ -53,6 +53,7 @@ def train(config):
         dataset = data.with_extra_training_data(dataset, config.extra_data)
         print(f"Extra training data: {len(dataset.x_train) - before:,} images from {config.extra_data}")
     names, names_source = data.class_names(config.data_source, config.labels_path, dataset.num_classes)
+    data.check_classes(dataset, len(names), config.data_source)
     keras, tf = import_tensorflow()
     print(f"Data: {len(dataset.x_train):,} training and {len(dataset.x_test):,} test images of "
           f"{dataset.image_shape}, {len(names)} classes ({names_source})")
