@@ -66,6 +66,8 @@ class Classifier:
                 f"{self.path}: the model has {classes} outputs but its manifest names {manifest.num_classes} classes"
             )
         self.class_names = manifest.classes if manifest is not None else tuple(str(i) for i in range(classes))
+        if manifest is not None and pathlib.Path(self.path).name in manifest.files:
+            check_precision(self.path, manifest.files[pathlib.Path(self.path).name], self.input, self.output)
         # uint8 pictures into an integer model go through lookup tables built by the very functions
         # the general path uses (same values, bit for bit), one numpy call each instead of several.
         self._pixel_table = self._output_table = None
@@ -153,3 +155,21 @@ class Classifier:
             "output": self.output.as_dict(),
             "classes": list(self.class_names),
         }
+
+
+def check_precision(path, entry, input_tensor, output_tensor):
+    """Raise ModelFileError when a TFLite model's tensors contradict the precision its manifest entry
+    records: an int8 model with float input and output (a float model copied into the int8 role and
+    re-hashed), or a float model with integer ones. An int8 ONNX model (QDQ) takes and gives float
+    tensors, so ONNX files are not judged by their tensors.
+    """
+    if backends.model_format(path) != "tflite" or entry.precision is None:
+        return
+    integer_io = [np.issubdtype(tensor.dtype, np.integer) for tensor in (input_tensor, output_tensor)]
+    dtypes = f"{np.dtype(input_tensor.dtype).name} input and {np.dtype(output_tensor.dtype).name} output"
+    if entry.precision == "int8" and not any(integer_io):
+        raise errors.ModelFileError(f"{path}: the manifest lists it as an int8 model ({entry.role}) but it has "
+                                    f"{dtypes} tensors: a float model in the int8 model's place; re-export the bundle")
+    if entry.precision == "float32" and any(integer_io):
+        raise errors.ModelFileError(f"{path}: the manifest lists it as a float32 model ({entry.role}) but it has "
+                                    f"{dtypes} tensors: an integer model in the float model's place; re-export the bundle")

@@ -198,13 +198,26 @@ def read_sample(path):
 
 
 def read_folder(directory):
-    """Every readable sample in `directory`, oldest first, and one line per file that could not be read."""
-    samples, problems = [], []
+    """Every usable sample in `directory`, oldest first, and one line per file left out: unreadable,
+    labelled outside the classes the sample was collected for (its `class_names`, those of the
+    model that served it), or a repeat of an id already read (the oldest file of an id is kept).
+    """
+    samples, problems, seen_ids = [], [], {}
     for path in sample_files(directory):
         try:
-            samples.append(read_sample(path))
+            sample = read_sample(path)
         except errors.InputError as error:
             problems.append(str(error))
+            continue
+        classes = len(sample.class_names)
+        if sample.label < 0 or (classes and sample.label >= classes):
+            allowed = f"the model's {classes} classes (0..{classes - 1})" if classes else "the class indices (0 or more)"
+            problems.append(f"{path}: label {sample.label} is outside {allowed}")
+        elif sample.id in seen_ids:
+            problems.append(f"{path}: sample id {sample.id} repeats {seen_ids[sample.id].name}; counted once")
+        else:
+            seen_ids[sample.id] = path
+            samples.append(sample)
     return samples, problems
 
 
@@ -229,6 +242,10 @@ def write_keras_npz(samples, path, test_fraction=DEFAULT_TEST_FRACTION):
     shapes = {sample.seen.shape for sample in samples}
     if len(shapes) != 1:
         raise errors.InputError(f"samples have images of different shapes {sorted(shapes)}: they came from different models")
+    class_lists = {sample.class_names for sample in samples if sample.class_names}
+    if len(class_lists) > 1:
+        raise errors.InputError(f"samples were labelled with {len(class_lists)} different class lists: they came from "
+                                "different models; collect each model's samples into a folder of its own")
     test = [in_test_split(sample.id, test_fraction) for sample in samples]
     if all(test) or not any(test):
         # Too few samples for the hashes to split them: the one nearest the cut changes side.
@@ -248,8 +265,15 @@ def write_keras_npz(samples, path, test_fraction=DEFAULT_TEST_FRACTION):
         arrays["class_names"] = np.array(list(names), dtype=str)
     from edge_runtime import atomic_files
 
-    with atomic_files.atomic_output(path) as temporary:
-        np.savez_compressed(temporary, **arrays)
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise errors.InputError(f"{path}: is a directory; --out takes a file name, e.g. {path / 'samples.npz'}")
+    try:
+        with atomic_files.atomic_output(path) as temporary:
+            np.savez_compressed(temporary, **arrays)
+    except OSError as error:
+        # A read-only folder, a full disk or a file-size limit: the temporary file is gone already.
+        raise errors.InputError(f"{path}: cannot write: {error.strerror or error}; nothing was written") from None
     return len(train_part), len(test_part)
 
 

@@ -225,7 +225,21 @@ RUNTIME_CASES = {
     "directory without a manifest": (lambda b, s, m: ["edge_runtime", "eval", str(s)], 1, "manifest.json: no such manifest"),
     "stdin empty": (lambda b, s, m: ["edge_runtime", "predict", str(b / "model_int8.tflite"), "-"], 1,
                     "<stdin>: no data (empty input)"),
+    # A float model copied into the int8 model's place, its manifest entry re-hashed to match.
+    "float model in the int8 role": case_model(lambda b, s: float_as_int8(b), "model_int8.tflite: the manifest lists "
+                                               "it as an int8 model (int8-model) but it has float32 input and float32 "
+                                               "output tensors"),
+    "eval of a float model in the int8 role": case_eval(lambda b, s, m: float_as_int8(b) and None, [],
+                                                        "it has float32 input and float32 output tensors"),
+    "image name with a newline": case_predict_image(lambda s, m: s / "two\nlines.png", "two\\nlines.png: no such file"),
+    "model name with a newline": case_model(lambda b, s: s / "two\nlines.tflite", "two\\nlines.tflite: no such model file"),
 }
+
+
+def float_as_int8(bundle):
+    shutil.copy(bundle / "model_f32.tflite", bundle / "model_int8.tflite")
+    resign(bundle, "model_int8.tflite")
+    return bundle / "model_int8.tflite"
 
 
 @pytest.fixture
@@ -347,6 +361,30 @@ WORKSTATION_CASES = {
                                                           "--output-dir", str(s / "out"), "--labels",
                                                           str((s / "l.txt").write_text("a\nb\nc\n") and s / "l.txt")],
                                          "l.txt: 3 class names for data with 10 classes"),
+    # Bad training data: refused, not trained into a model with empty classes.
+    "train label 12 among 0..9": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(
+                                      m, 200, y_train=np.where(np.arange(200) == 7, 12, m.y_train[:200]))))],
+                                  "d.npz: 2 of 13 classes have no training images (classes 10, 11); if those "
+                                  "classes are meant, add their images, else renumber the labels 0..N-1"),
+    "train labels all 0": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(
+                               m, y_train=np.zeros(50, np.uint8), y_test=np.zeros(50, np.uint8))))],
+                           "d.npz: every label is 0: a classifier needs at least two classes; if one class was meant"),
+    "train class without test images": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(
+                                            m, 200, y_test=np.where(m.y_test[:200] == 9, 0, m.y_test[:200]))))],
+                                        "d.npz: 1 of 10 classes have no test images (class 9)"),
+    "train labels of twelve names": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(m, 200))),
+                                                      "--labels", str(written(s / "l.txt", "".join(f"c{i}\n" for i in range(12))))],
+                                     "d.npz: 2 of 12 classes have no training images (classes 10, 11)"),
+    "train extra data labelled -1": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(m, 200))),
+                                                      "--extra-data", str(npz(s / "e.npz", **mnist_like(
+                                                          m, 4, y_train=np.array([0, 1, -1, 2]))))],
+                                     "e.npz: train labels: class indices must not be negative, found -1"),
+    "export labels of twelve names": (lambda s, m, e: ["export", "--model", str(e / "model.keras"), "--data", str(e / "small.npz"),
+                                                       "--output-dir", str(s / "out"), "--labels",
+                                                       str(written(s / "l.txt", "".join(f"c{i}\n" for i in range(12))))],
+                                      "small.npz: 2 of 12 classes have no training images (classes 10, 11)"),
+    "train data name with a newline": (lambda s, m, e: ["train", "--data", str(s / "two\nlines.npz")],
+                                       "two\\nlines.npz: no such file"),
     "bundle without an export": (lambda s, m, e: ["export.bundle", "--artifacts", str(s)], "manifest.json: no such manifest"),
     "bundle with a model missing": (lambda s, m, e: ["export.bundle", "--artifacts", str(copy_export(e, s, drop="model_int8.onnx"))],
                                     "model_int8.onnx: missing; run 'make export' first"),
@@ -381,3 +419,90 @@ def test_train_export_and_bundle_refuse_bad_input_in_one_line(case, untrained_ex
     assert snapshot(untrained_export) == before
     assert not list(scratch.rglob("*.partial*"))
     assert not (scratch / "out" / "manifest.json").exists()
+
+
+def file_size_limit(limit_bytes):
+    """A preexec_fn for subprocess: the child runs under `ulimit -f` (RLIMIT_FSIZE) of `limit_bytes`."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+
+def run_limited(argv, limit_bytes, cwd):
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, env=environment, cwd=cwd,
+                          timeout=600, preexec_fn=file_size_limit(limit_bytes))
+
+
+@pytest.mark.slow
+def test_export_under_a_file_size_limit_fails_in_one_line(untrained_export, tmp_path):
+    result = run_limited(["export", "--model", str(untrained_export / "model.keras"), "--data",
+                          str(untrained_export / "small.npz"), "--output-dir", str(tmp_path / "out")], 100 * 1024, tmp_path)
+    assert_one_clean_line(result, 1, "the file size limit (ulimit -f) is 102,400 bytes, and export writes files "
+                                     "of up to about")
+    assert sorted(os.listdir(tmp_path / "out")) == []
+
+
+# `mnist-edge samples FOLDER --out FILE`: what serve --collect kept, turned into training data.
+def collected_folder(directory, labels, ids=None):
+    from edge_runtime import samples
+
+    folder = samples.SampleFolder(directory)
+    rng = np.random.default_rng(0)
+    for index, label in enumerate(labels):
+        folder.add(samples.Sample(
+            id=(ids or {}).get(index, f"{index:032x}"), time=1.7e9 + index, label=label, int8_label=label % 10,
+            float_label=label % 10, seen=rng.integers(0, 256, (28, 28), dtype=np.uint8),
+            class_names=tuple(str(digit) for digit in range(10))))
+    return directory
+
+
+def read_only(directory):
+    directory.mkdir()
+    directory.chmod(0o555)
+    return directory
+
+
+SAMPLES_OUT_CASES = {
+    "out is a directory": (lambda s: (s / "taken").mkdir() or s / "taken", None,
+                           "taken: is a directory; --out takes a file name, e.g. "),
+    "out in a read-only folder": (lambda s: read_only(s / "locked") / "samples.npz", None,
+                                  "locked/samples.npz: cannot write: Permission denied; nothing was written"),
+    "out over the file size limit": (lambda s: s / "samples.npz", 4096,
+                                     "samples.npz: cannot write: File too large; nothing was written"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAMPLES_OUT_CASES))
+def test_samples_out_that_cannot_be_written_fails_in_one_line(case, unreadable_dir):
+    make_target, limit, fragment = SAMPLES_OUT_CASES[case]
+    folder = collected_folder(unreadable_dir / "collected", list(range(10)) * 2)
+    target = make_target(unreadable_dir)
+    argv = [sys.executable, "-m", "edge_runtime", "samples", str(folder), "--out", str(target)]
+    if "read-only" in case:
+        # Permissions do not bind root: the command runs as `nobody` (setpriv).
+        if shutil.which("setpriv") is None or os.geteuid() != 0:
+            pytest.skip("needs root and setpriv to run the command as an unprivileged user")
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(argv, capture_output=True, text=True, env=environment, cwd=unreadable_dir, timeout=300,
+                            preexec_fn=file_size_limit(limit) if limit else None)
+    assert_one_clean_line(result, 1, fragment)
+    leftovers = [path.name for path in target.parent.iterdir() if path.name != "collected" and path != target]
+    assert leftovers == [] and not target.is_file()
+
+
+def test_samples_leaves_out_labels_outside_the_classes_and_repeated_ids(tmp_path):
+    labels = [0, 1, 2, 3, 99, -1, 4, 5, 6, 7]
+    folder = collected_folder(tmp_path / "collected", labels, ids={9: f"{0:032x}"})  # the last repeats the first's id
+    result = run_cli("-m", "edge_runtime", "samples", str(folder), "--out", str(tmp_path / "samples.npz"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    notes = result.stderr.strip().splitlines()
+    assert len(notes) == 3 and all(note.startswith("note: skipping ") for note in notes), notes
+    assert "label 99 is outside the model's 10 classes (0..9)" in notes[0]
+    assert "label -1 is outside the model's 10 classes (0..9)" in notes[1]
+    assert f"sample id {0:032x} repeats sample-" in notes[2] and "counted once" in notes[2]
+    with np.load(tmp_path / "samples.npz") as written_set:
+        kept = sorted([*written_set["y_train"], *written_set["y_test"]])
+    assert kept == [0, 1, 2, 3, 4, 5, 6]
+    assert "7 labelled samples" in result.stdout

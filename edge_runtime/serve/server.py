@@ -1,9 +1,10 @@
 """`mnist-edge serve BUNDLE_DIR`: check the model, then serve it with waitress.
 
-Start-up order: load the model (checked against the manifest), run the self-check on the bundled
-test set with `eval`'s gate, and only then open the port. A failed check exits with status 3 and
-the line `eval` prints, unless --allow-failed-self-check (then /readyz answers 503).
-While serving, the live checks (live.py) compare with the float model on live traffic.
+Start-up order: bind the port (a port already taken fails at once, in one line), load the model
+(checked against the manifest), run the self-check on the bundled test set with `eval`'s gate, and
+only then listen. A failed check exits with status 3 and the line `eval` prints, unless
+--allow-failed-self-check (then /readyz answers 503). While serving, the live checks (live.py)
+compare with the float model on live traffic; SIGTERM finishes what was accepted (stopping.py).
 """
 
 from __future__ import annotations
@@ -211,10 +212,10 @@ def main(argv):
         log(f"warning: listening on {config.host} without --token-file: anyone who can reach this port can use the API")
     stop = stopping.Stop()
     server = create_server(application, config, sockets, stop)
+    stop.install()  # before "ready": a supervisor may stop the service as soon as it reads that line
     for host, port in listening_addresses(server):
         log(f"ready on http://{format_host(host)}:{port}/ in {time.perf_counter() - started:.2f} s "
             f"({description['model']}, {description['backend']}, {config.workers} workers)")
-    stop.install()
     return stopping.serve_until_stopped(server, stop, config.stop_seconds, log)
 
 
