@@ -38,7 +38,10 @@ train: $(ARTIFACTS)/model.keras
 # date (train/inputs.py).
 DATA_INPUTS := $(ARTIFACTS)/data-inputs.txt
 DATA_INPUTS_GIVEN := DATA=$(DATA) LABELS=$(LABELS) EXTRA_DATA=$(EXTRA_DATA)
+# Asked only when a goal may train (hashing a large DATA costs seconds; `make test` needs none of it).
+ifneq ($(filter-out venv test test-fast system-deps lock clean,$(or $(MAKECMDGOALS),venv)),)
 DATA_INPUTS_CHANGED := $(shell $(PYTHON_FOR_VENV) -m train.inputs check $(DATA_INPUTS) $(DATA_INPUTS_GIVEN))
+endif
 .PHONY: data-inputs-changed
 
 $(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES) $(if $(DATA_INPUTS_CHANGED),data-inputs-changed,)

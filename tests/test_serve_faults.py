@@ -103,6 +103,23 @@ def test_sigterm_finishes_every_accepted_request_then_exits_0(bundle, big_png):
     assert "Traceback" not in log
 
 
+def test_an_upload_half_sent_when_the_signal_comes_is_received_and_answered(bundle, big_png):
+    with ServeProcess(bundle, "--tolerance", "100", "--stop-seconds", "60") as process:
+        with socket.create_connection(("127.0.0.1", process.port), timeout=60) as connection:
+            connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                               + f"Content-Length: {len(big_png)}\r\n\r\n".encode() + big_png[:len(big_png) // 2])
+            time.sleep(0.5)
+            process.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            connection.sendall(big_png[len(big_png) // 2:])
+            reply = read_all(connection)
+        status = process.process.wait(60)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head, head
+    assert json.loads(body)["predictions"][0]["name"] == "upload"
+    assert status == 0
+
+
 def test_what_cannot_finish_in_time_gets_503_not_a_dropped_connection(bundle, big_png):
     with ServeProcess(bundle, "--tolerance", "100", "--workers", "1", "--stop-seconds", "0") as process:
         answers, status = uploads_then_signals(process, big_png, [signal.SIGTERM])
