@@ -62,8 +62,12 @@ def task_class(stop):
 
     class ClosingWhenStopping(waitress.task.WSGITask):
         def build_response_header(self):
-            if stop.requested:
-                self.set_close_on_finish()
+            if stop.requested and not self.close_on_finish:
+                if hasattr(self, "set_close_on_finish"):  # waitress 3
+                    self.set_close_on_finish()
+                else:  # waitress 2.1 (Debian bookworm's python3-waitress)
+                    self.response_headers.append(("Connection", "close"))
+                    self.close_on_finish = True
             return super().build_response_header()
 
     return ClosingWhenStopping
