@@ -5,12 +5,13 @@ flight. Here the first signal closes the listening sockets and closes idle keep-
 the requests already on a connection (being received, queued for a worker, or running) go on, and
 their answers carry `Connection: close`. At the deadline, a request no worker has started gets a
 503 (a client may retry it elsewhere); then the process exits with status 0. A request a worker is
-still running at that point gets one more second, since its answer cannot be replaced safely
-while the worker writes it. A second signal ends the process at once (128 + the signal's number).
+still running at that point gets up to three more seconds (a large photo takes a Pi about one),
+since its answer cannot be replaced safely while the worker writes it; after that it is cut. A second signal ends the process at once (128 + the signal's number).
 """
 
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -20,7 +21,7 @@ import waitress.task
 import waitress.utilities
 from waitress import wasyncore
 
-LAST_ANSWERS_SECONDS = 1.0  # after the deadline: for running requests to end and answers to go out
+LAST_ANSWERS_SECONDS = 3.0  # after the deadline: for running requests to end and answers to go out
 LOOP_SECONDS = 0.2  # how often the drain looks at the connections
 
 
@@ -76,7 +77,8 @@ def task_class(stop):
 def serve_until_stopped(server, stop, grace_seconds, log):
     """Run `server` (a waitress server) until `stop` is requested, then drain it; return 0."""
     socket_map = server_map(server)
-    listeners = [dispatcher for dispatcher in socket_map.values() if isinstance(dispatcher, waitress.server.BaseWSGIServer)]
+    listeners = [dispatcher for dispatcher in socket_map.values()
+                 if isinstance(dispatcher, waitress.server.BaseWSGIServer)]
     stop.wake = listeners[0].pull_trigger
     use_poll = listeners[0].adj.asyncore_use_poll
     while not stop.requested:
@@ -109,20 +111,31 @@ def server_map(server):
 
 
 def channels(socket_map):
-    return [dispatcher for dispatcher in list(socket_map.values()) if isinstance(dispatcher, waitress.channel.HTTPChannel)]
+    return [dispatcher for dispatcher in list(socket_map.values())
+            if isinstance(dispatcher, waitress.channel.HTTPChannel)]
 
 
 def busy_channels(socket_map):
-    """Connections with a request on them (arriving, queued or running). Idle ones are closed on the
-    way, once what they have to send is sent."""
+    """Connections with a request on them (arriving, queued, running, or sent and not yet read). Idle
+    ones are closed on the way, once what they have to send is sent."""
     busy = []
     for channel in channels(socket_map):
         with channel.requests_lock:
-            if channel.requests or (channel.request is not None and not channel.request.empty):
+            arriving = channel.request is not None and not channel.request.empty
+            if channel.requests or arriving or has_unread_bytes(channel):
                 busy.append(channel)
             elif not channel.will_close:
                 channel.close_when_flushed = True
     return busy
+
+
+def has_unread_bytes(channel):
+    """Whether a request has reached the connection that the event loop has not read yet: one sent
+    just before the signal is as accepted as one read just before it."""
+    try:
+        return bool(channel.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # nothing waiting (BlockingIOError), or reset: nothing more will come
+        return False
 
 
 def unsent(socket_map):
