@@ -100,6 +100,7 @@ def test_sigterm_finishes_every_accepted_request_then_exits_0(bundle, big_png):
     assert status == 0
     log = process.log_text()
     assert "SIGTERM: no new connections" in log and "stopped: every request answered" in log
+    assert "still running" not in log  # no worker was cut
     assert "Traceback" not in log
 
 

@@ -98,7 +98,8 @@ def serve_until_stopped(server, stop, grace_seconds, log):
     while time.monotonic() < last and (busy_channels(socket_map) or unsent(socket_map)):
         wasyncore.loop(timeout=LOOP_SECONDS / 4, map=socket_map, use_poll=use_poll, count=1)
     cut = len(busy_channels(socket_map))
-    server.task_dispatcher.shutdown(timeout=0)
+    # Idle workers end at once; one still running a cut request is named by waitress's own warning.
+    server.task_dispatcher.shutdown(timeout=1.0)
     wasyncore.close_all(socket_map)
     log(f"stopped: {'every request answered' if not refused and not cut else f'{refused} answered 503'}"
         + (f", {cut} cut while running" if cut else ""))
