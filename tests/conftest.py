@@ -1,13 +1,25 @@
-"""Shared test fixtures: the repository root, the real MNIST cache, and running the CLIs for real."""
+"""Shared test fixtures: the checked-in bundle, the real MNIST cache and exports, and running the CLIs for real.
 
+The device tests (runtime, engine, pictures, serve) read the small trained bundle checked in under
+tests/fixtures/bundle/, so they run in a venv holding only the device dependencies and pytest
+(`make test-device`). Tests that need the workstation (TensorFlow, the full MNIST) say so with
+`require_tensorflow`.
+"""
+
+import importlib.util
 import os
 import pathlib
 import subprocess
 import sys
+import typing
 
+import numpy as np
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIXTURE_BUNDLE = REPO_ROOT / "tests" / "fixtures" / "bundle"
+# Set by `make test-device`: a run in the device venv, where TensorFlow is absent on purpose (also in CI).
+DEVICE_RUN = "MNIST_EDGE_DEVICE_TESTS"
 
 
 def require(condition, reason):
@@ -17,6 +29,30 @@ def require(condition, reason):
     if os.environ.get("CI"):
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def require_module(module, what, where):
+    """Skip, saying `what` needs `module` from `where`, when it is not installed.
+
+    In CI every venv has what its run needs, so there a missing module fails, as `require` does;
+    only the device run (`make test-device`, which sets MNIST_EDGE_DEVICE_TESTS) skips.
+    """
+    if importlib.util.find_spec(module) is not None:
+        return
+    reason = f"{what} needs {module} ({where}), which is not installed here"
+    if os.environ.get("CI") and not os.environ.get(DEVICE_RUN):
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def require_tensorflow(what):
+    """Skip, saying `what` needs TensorFlow, in a venv without it (the device venv)."""
+    require_module("tensorflow", what, "the workstation venv")
+
+
+def require_onnxruntime(what):
+    """Skip, saying `what` needs onnxruntime, in a venv without it (the device venv holds the edge extra)."""
+    require_module("onnxruntime", what, "pip install 'mnist-edge[onnx]'")
 
 
 def run_cli(*arguments, cwd=REPO_ROOT, env=None, timeout=900, python=sys.executable, stdin_bytes=None):
@@ -36,6 +72,30 @@ def run_cli(*arguments, cwd=REPO_ROOT, env=None, timeout=900, python=sys.executa
     )
 
 
+class FixtureDigits(typing.NamedTuple):
+    """The checked-in bundle's test images, x_test (N, 28, 28) uint8 and y_test (N,) int64."""
+
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def fixture_bundle():
+    """The small trained bundle under tests/fixtures/bundle/ (read-only: copy it to change it).
+
+    Made by a real export of a trained seed model (tests/fixtures/regenerate.py says how), with a
+    test set of a few hundred MNIST test images.
+    """
+    return FIXTURE_BUNDLE
+
+
+@pytest.fixture(scope="session")
+def digits(fixture_bundle):
+    """The fixture bundle's test images: real MNIST digits (the first 300 of the test set, then more)."""
+    with np.load(fixture_bundle / "test_set.npz") as archive:
+        return FixtureDigits(archive["x_test"], archive["y_test"].astype(np.int64))
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """The real MNIST (uint8), fetched and verified once into the user's cache."""
@@ -52,6 +112,7 @@ def untrained_export(tmp_path_factory, mnist):
     is ~10% accurate), so every file, the manifest and a small test set are the genuine article
     for runtime, integrity and bad-input tests. Accuracy claims are tested on trained models only.
     """
+    require_tensorflow("a real export")
     import keras
 
     from export import pipeline, validation
@@ -76,6 +137,7 @@ def trained(tmp_path_factory):
     """The real thing, once per test run: train three epochs and export, through the commands users
     run (about a minute on two cores). Shared by the end-to-end and the Raspberry Pi tests; tests
     write their own outputs elsewhere and leave this directory as it is."""
+    require_tensorflow("training")
     output = tmp_path_factory.mktemp("artifacts")
     trained_run = run_cli("-m", "train", "--output-dir", str(output))
     assert trained_run.returncode == 0, trained_run.stderr[-3000:]

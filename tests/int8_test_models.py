@@ -9,7 +9,12 @@ PACK and RESHAPE (Flatten). Weights are random (seeded) and calibration uses rea
 images, as the export does: untrained weights exercise the arithmetic just as well.
 """
 
+import pathlib
+
 import numpy as np
+
+# Where they are checked in, converted: the engine's tests read them there, without TensorFlow.
+FIXTURE_DIRECTORY = pathlib.Path(__file__).resolve().parent / "fixtures" / "engine"
 
 
 def layers():
@@ -70,6 +75,13 @@ def with_tanh():
 
 
 BUILDERS = {"seed_like": seed_like, "batchnorm_gap": batchnorm_gap, "colour": colour, "with_tanh": with_tanh}
+
+
+def convert_all(directory, train_images):
+    """Every test model converted into `directory`, plus the colour one with float input and output; return the paths."""
+    paths = {name: convert(name, directory, train_images) for name in BUILDERS}
+    paths["colour_float_io"] = convert("colour", directory, train_images, float_io=True)
+    return paths
 
 
 def images_for(shape, grey_images):

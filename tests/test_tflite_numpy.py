@@ -85,13 +85,13 @@ def test_fixed_point_exp_and_reciprocal_are_close_to_the_real_functions():
 # --- the engine against LiteRT's reference kernels ---
 
 @pytest.fixture(scope="session")
-def converted(tmp_path_factory, mnist):
-    """The test models of tests/int8_test_models.py, converted once (a few seconds)."""
-    pytest.importorskip("keras", reason="converting test models needs TensorFlow/Keras (the workstation venv)")
-    directory = tmp_path_factory.mktemp("int8_models")
-    train = mnist.x_train[:300]
-    paths = {name: int8_test_models.convert(name, directory, train) for name in int8_test_models.BUILDERS}
-    paths["colour_float_io"] = int8_test_models.convert("colour", directory, train, float_io=True)
+def converted():
+    """The test models of tests/int8_test_models.py, converted to int8 TFLite and checked in under
+    tests/fixtures/engine/ (tests/fixtures/regenerate.py makes them; tests/test_fixture.py checks it still does)."""
+    paths = {path.stem: path for path in sorted(int8_test_models.FIXTURE_DIRECTORY.glob("*.tflite"))}
+    missing = {*int8_test_models.BUILDERS, "colour_float_io"} - set(paths)
+    if missing:
+        pytest.fail(f"{int8_test_models.FIXTURE_DIRECTORY}: missing {sorted(missing)}; run python -m tests.fixtures.regenerate")
     return paths
 
 
@@ -121,11 +121,11 @@ def run(interpreter, batch):
 
 @pytest.mark.parametrize("arithmetic", ARITHMETICS)
 @pytest.mark.parametrize("name", ["seed_like", "batchnorm_gap", "colour", "colour_float_io"])
-def test_every_op_output_equals_litert_reference_kernels(converted, mnist, name, arithmetic):
+def test_every_op_output_equals_litert_reference_kernels(converted, digits, name, arithmetic):
     """Each op is fed LiteRT's own input tensors, so a difference is pinned on the op that makes it;
     then the whole model runs end to end on the same 300 test images."""
     reference = litert_reference(converted[name])
-    batch = model_inputs(reference, mnist.x_test[:300])
+    batch = model_inputs(reference, digits.x_test[:300])
     expected = run(reference, batch)
     engine = numpy_engine.Interpreter(model_path=str(converted[name]), arithmetic=arithmetic)
     assert engine.arithmetic == arithmetic
@@ -166,15 +166,15 @@ def test_an_unsupported_op_is_refused_at_load_in_one_line_naming_it(converted):
     assert "TANH" in message and "\n" not in message
 
 
-def test_a_float_model_is_refused_at_load_in_one_line(untrained_export):
-    path = untrained_export / "model_f32.tflite"
+def test_a_float_model_is_refused_at_load_in_one_line(fixture_bundle):
+    path = fixture_bundle / "model_f32.tflite"
     with pytest.raises(errors.ModelFileError, match="this is a float model") as caught:
         numpy_engine.Interpreter(model_path=str(path))
     assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
 
 
-def test_truncated_and_corrupted_files_give_one_line_errors(untrained_export, tmp_path):
-    content = (untrained_export / "model_int8.tflite").read_bytes()
+def test_truncated_and_corrupted_files_give_one_line_errors(fixture_bundle, tmp_path):
+    content = (fixture_bundle / "model_int8.tflite").read_bytes()
     path = tmp_path / "model.tflite"
     for cut in (12, 100, 5000, len(content) // 2, len(content) - 1):
         path.write_bytes(content[:cut])
@@ -197,10 +197,10 @@ def test_truncated_and_corrupted_files_give_one_line_errors(untrained_export, tm
             assert str(error).startswith("cannot allocate tensors")
 
 
-def test_the_interface_is_litert_s(untrained_export, mnist):
+def test_the_interface_is_litert_s(fixture_bundle, digits):
     from ai_edge_litert import interpreter as litert
 
-    path = str(untrained_export / "model_int8.tflite")
+    path = str(fixture_bundle / "model_int8.tflite")
     engine, reference = numpy_engine.Interpreter(model_path=path, num_threads=1), litert.Interpreter(model_path=path)
     for ours, theirs in ((engine.get_input_details()[0], reference.get_input_details()[0]),
                          (engine.get_output_details()[0], reference.get_output_details()[0])):
@@ -212,15 +212,15 @@ def test_the_interface_is_litert_s(untrained_export, mnist):
         engine.set_tensor(engine.get_input_details()[0]["index"], np.zeros((1, 28, 28, 1), np.float32))
 
 
-def test_the_numpy_backend_is_last_and_names_itself(untrained_export, mnist):
+def test_the_numpy_backend_is_last_and_names_itself(fixture_bundle, digits):
     assert list(backends.TFLITE_INTERPRETERS)[-1] == "numpy"
-    model = classifier.Classifier.load(untrained_export / "model_int8.tflite", backend="numpy")
+    model = classifier.Classifier.load(fixture_bundle / "model_int8.tflite", backend="numpy")
     assert model.describe()["backend"] == "numpy"
     # Through the classifier (quantizing, odd batch size) still equal to LiteRT's reference kernels
     # (its default kernels round differently on a few values, as docs/DESIGN notes).
-    reference = litert_reference(untrained_export / "model_int8.tflite")
-    raw = model.predict(mnist.x_test[:37], batch_size=16).raw
-    assert np.array_equal(raw, run(reference, model_inputs(reference, mnist.x_test[:37])))
+    reference = litert_reference(fixture_bundle / "model_int8.tflite")
+    raw = model.predict(digits.x_test[:37], batch_size=16).raw
+    assert np.array_equal(raw, run(reference, model_inputs(reference, digits.x_test[:37])))
 
 
 # --- choosing the arithmetic ---
