@@ -22,8 +22,8 @@ def centre_of_mass(image):
     return (rows * image).sum() / image.sum(), (columns * image).sum() / image.sum()
 
 
-def test_a_28x28_mnist_style_png_passes_through_unchanged(mnist, tmp_path):
-    digit = mnist.x_test[0]
+def test_a_28x28_mnist_style_png_passes_through_unchanged(digits, tmp_path):
+    digit = digits.x_test[0]
     Image.fromarray(digit).save(tmp_path / "digit.png")
     batch, names = preparation.load_digits([tmp_path / "digit.png"])
     assert names == [str(tmp_path / "digit.png")]
@@ -31,14 +31,14 @@ def test_a_28x28_mnist_style_png_passes_through_unchanged(mnist, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
-def test_a_photo_of_a_digit_becomes_that_digit_mnist_style(mnist, tmp_path, suffix):
+def test_a_photo_of_a_digit_becomes_that_digit_mnist_style(digits, tmp_path, suffix):
     """Dark ink on light paper, 8× larger, off-centre, noisy, (lossy) compressed: back to ≈ the original."""
-    digits = mnist.x_test[:20]
-    paths = write_photos(digits, mnist.y_test[:20], tmp_path, suffix=suffix)
+    originals = digits.x_test[:20]
+    paths = write_photos(originals, digits.y_test[:20], tmp_path, suffix=suffix)
     batch, _ = preparation.load_digits(paths)
     assert batch.shape == (20, 28, 28) and batch.dtype == np.float32
     assert batch.min() >= 0.0 and batch.max() == 1.0
-    for prepared, original in zip(batch, digits.astype(np.float32) / 255):
+    for prepared, original in zip(batch, originals.astype(np.float32) / 255):
         rows, columns = np.nonzero(prepared.any(axis=1))[0], np.nonzero(prepared.any(axis=0))[0]
         assert max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1 <= 21  # fits the 20×20 box (+1 for blur)
         assert np.allclose(centre_of_mass(prepared), (14, 14), atol=0.75)
@@ -58,8 +58,8 @@ def test_aspect_ratio_is_kept_when_fitting_the_20x20_box():
     assert np.allclose(centre_of_mass(digit), (14, 14), atol=0.5)
 
 
-def test_pgm_binary_ascii_and_16_bit_read_like_the_png(mnist, tmp_path):
-    picture = photo_of(mnist.x_test[1], np.random.default_rng(1))
+def test_pgm_binary_ascii_and_16_bit_read_like_the_png(digits, tmp_path):
+    picture = photo_of(digits.x_test[1], np.random.default_rng(1))
     Image.fromarray(picture).save(tmp_path / "digit.png")
     height, width = picture.shape
     (tmp_path / "p5.pgm").write_bytes(b"P5\n# a comment\n%d %d\n255\n" % (width, height) + picture.tobytes())
@@ -72,21 +72,21 @@ def test_pgm_binary_ascii_and_16_bit_read_like_the_png(mnist, tmp_path):
         np.testing.assert_allclose(other, batch[0], atol=1e-6)
 
 
-def test_npy_files_single_colour_and_batches(mnist, tmp_path):
-    np.save(tmp_path / "batch.npy", mnist.x_test[:3])
-    np.save(tmp_path / "floats.npy", mnist.x_test[3].astype(np.float32) / 255)
-    rgb = np.repeat(photo_of(mnist.x_test[4], np.random.default_rng(2))[..., None], 3, axis=2)
+def test_npy_files_single_colour_and_batches(digits, tmp_path):
+    np.save(tmp_path / "batch.npy", digits.x_test[:3])
+    np.save(tmp_path / "floats.npy", digits.x_test[3].astype(np.float32) / 255)
+    rgb = np.repeat(photo_of(digits.x_test[4], np.random.default_rng(2))[..., None], 3, axis=2)
     np.save(tmp_path / "rgb.npy", rgb)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     batch, names = preparation.load_digits([tmp_path / "batch.npy", tmp_path / "floats.npy", tmp_path / "rgb.npy",
                                        tmp_path / "rgb.png"])
     assert names[:3] == [f"{tmp_path / 'batch.npy'}[{index}]" for index in range(3)]
-    np.testing.assert_array_equal(batch[:4], mnist.x_test[:4].astype(np.float32) / 255)
+    np.testing.assert_array_equal(batch[:4], digits.x_test[:4].astype(np.float32) / 255)
     np.testing.assert_allclose(batch[4], batch[5], atol=0.02)
 
 
-def test_a_drawing_on_a_transparent_background_reads_as_ink_on_paper(mnist, tmp_path):
-    digit = np.asarray(Image.fromarray(mnist.x_test[5]).resize((112, 112)))
+def test_a_drawing_on_a_transparent_background_reads_as_ink_on_paper(digits, tmp_path):
+    digit = np.asarray(Image.fromarray(digits.x_test[5]).resize((112, 112)))
     drawing = np.zeros((112, 112, 4), dtype=np.uint8)  # black ink, alpha = ink strength, else transparent
     drawing[..., 3] = digit
     Image.fromarray(drawing, "RGBA").save(tmp_path / "drawing.png")
@@ -100,10 +100,10 @@ def test_a_blank_picture_has_no_digit():
         digit_preparation.to_mnist(np.full((50, 40), 0.9, dtype=np.float32), name="photo")
 
 
-def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(mnist, tmp_path):
-    Image.fromarray(mnist.x_test[0]).save(tmp_path / "digit.png")
-    (tmp_path / "digit.pgm").write_bytes(b"P5 28 28 255\n" + mnist.x_test[0].tobytes())
-    np.save(tmp_path / "digit.npy", mnist.x_test[0])
+def test_png_and_jpeg_need_pillow_but_pgm_and_npy_do_not(digits, tmp_path):
+    Image.fromarray(digits.x_test[0]).save(tmp_path / "digit.png")
+    (tmp_path / "digit.pgm").write_bytes(b"P5 28 28 255\n" + digits.x_test[0].tobytes())
+    np.save(tmp_path / "digit.npy", digits.x_test[0])
     code = (
         "import sys; sys.modules['PIL'] = None\n"
         "from edge_runtime import errors\n"
@@ -151,11 +151,11 @@ def write_bad_file(directory, name, content):
     return path
 
 
-def truncated_jpeg(mnist):
+def truncated_jpeg(digits):
     import io
 
     buffer = io.BytesIO()
-    Image.fromarray(photo_of(mnist.x_test[0], np.random.default_rng(0))).save(buffer, format="JPEG")
+    Image.fromarray(photo_of(digits.x_test[0], np.random.default_rng(0))).save(buffer, format="JPEG")
     return buffer.getvalue()[:600]
 
 
@@ -179,25 +179,25 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize("name, content, message", BAD_FILES, ids=[case[0] for case in BAD_FILES])
-def test_predict_refuses_a_bad_image_in_one_line_naming_it(untrained_export, tmp_path, name, content, message):
+def test_predict_refuses_a_bad_image_in_one_line_naming_it(fixture_bundle, tmp_path, name, content, message):
     path = write_bad_file(tmp_path, name, content)
-    result = run_cli("-m", "edge_runtime", "predict", str(untrained_export / "model_int8.tflite"), str(path))
+    result = run_cli("-m", "edge_runtime", "predict", str(fixture_bundle / "model_int8.tflite"), str(path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {path}: ") and message in lines[-1], lines[-1]
 
 
-def test_a_truncated_jpeg_is_refused(untrained_export, mnist, tmp_path):
-    path = write_bad_file(tmp_path, "cut.jpg", truncated_jpeg(mnist))
-    result = run_cli("-m", "edge_runtime", "predict", str(untrained_export / "model_int8.tflite"), str(path))
+def test_a_truncated_jpeg_is_refused(fixture_bundle, digits, tmp_path):
+    path = write_bad_file(tmp_path, "cut.jpg", truncated_jpeg(digits))
+    result = run_cli("-m", "edge_runtime", "predict", str(fixture_bundle / "model_int8.tflite"), str(path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {path}: corrupt or truncated image data")
 
 
-def test_predict_reads_files_directories_and_stdin_and_speaks_json(untrained_export, mnist, tmp_path):
-    paths = write_photos(mnist.x_test[:3], mnist.y_test[:3], tmp_path / "photos", suffix=".png")
-    model = str(untrained_export / "model_int8.tflite")
+def test_predict_reads_files_directories_and_stdin_and_speaks_json(fixture_bundle, digits, tmp_path):
+    paths = write_photos(digits.x_test[:3], digits.y_test[:3], tmp_path / "photos", suffix=".png")
+    model = str(fixture_bundle / "model_int8.tflite")
     result = run_cli("-m", "edge_runtime", "predict", model, str(tmp_path / "photos"), "-", "--json", "--top-k", "2",
                      stdin_bytes=paths[0].read_bytes())
     assert result.returncode == 0, result.stderr
@@ -209,15 +209,15 @@ def test_predict_reads_files_directories_and_stdin_and_speaks_json(untrained_exp
         assert entry["top_k"][0]["probability"] >= entry["top_k"][1]["probability"]
 
 
-def test_empty_stdin_is_refused(untrained_export):
-    result = run_cli("-m", "edge_runtime", "predict", str(untrained_export / "model_int8.tflite"), "-", stdin_bytes=b"")
+def test_empty_stdin_is_refused(fixture_bundle):
+    result = run_cli("-m", "edge_runtime", "predict", str(fixture_bundle / "model_int8.tflite"), "-", stdin_bytes=b"")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "error: <stdin>: no data (empty input), not an image"
 
 
-def test_a_picture_reads_the_same_from_a_file_and_from_its_bytes_whatever_its_name(mnist, tmp_path):
+def test_a_picture_reads_the_same_from_a_file_and_from_its_bytes_whatever_its_name(digits, tmp_path):
 
-    paths = write_photos(mnist.x_test[:2], mnist.y_test[:2], tmp_path, suffix=".png")
+    paths = write_photos(digits.x_test[:2], digits.y_test[:2], tmp_path, suffix=".png")
     misnamed = tmp_path / "actually-a-png.jpg"
     misnamed.write_bytes(paths[0].read_bytes())
     digit = preparation.Preparation("digit", "light-on-dark", (28, 28, 1))
@@ -235,14 +235,14 @@ MEMORY_LIMIT_MIB = 80  # any picture the 50-megapixel cap admits: a Pi Zero has 
 
 
 @pytest.fixture(scope="module")
-def big_photos(mnist, tmp_path_factory):
+def big_photos(digits, tmp_path_factory):
     """One 12-megapixel picture of a "7" on noisy paper (a phone photo's size), saved as a colour PNG, a
     JPEG and a PGM at 4000×3000 and smaller; and a 49-megapixel 1-bit PNG of a "7" (a few KB)."""
     from PIL import ImageDraw
 
     directory = tmp_path_factory.mktemp("big")
-    assert mnist.y_test[0] == 7
-    gray = photo_of(mnist.x_test[0], np.random.default_rng(7), scale=60, canvas=(3000, 4000), noise=0.06)
+    assert digits.y_test[0] == 7
+    gray = photo_of(digits.x_test[0], np.random.default_rng(7), scale=60, canvas=(3000, 4000), noise=0.06)
     tint = np.array([1.0, 0.97, 0.9])  # warm light: the colour channels differ
     photo = Image.fromarray((gray[..., None] * tint).astype(np.uint8))
     paths = {}
@@ -265,37 +265,35 @@ def best_shifted_correlation(image, other):
                for down in (-1, 0, 1) for right in (-1, 0, 1))
 
 
-def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, mnist):
+def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, digits):
     """The same photo as PNG, JPEG and PGM at 12, 3, 0.75 and 0.3 megapixels: the same MNIST digit.
     (A full-size PNG used to let the paper's noise through the ink threshold and crop the whole page.)"""
     paths = [path for key, path in big_photos.items() if key != "49mp"]
     batch, _ = preparation.load_digits(paths)
-    original = mnist.x_test[0].astype(np.float32) / 255
+    original = digits.x_test[0].astype(np.float32) / 255
     for prepared, path in zip(batch, paths):
         assert np.allclose(centre_of_mass(prepared), (14, 14), atol=0.75), path
         assert best_shifted_correlation(prepared, batch[0]) > 0.95, path
         assert best_shifted_correlation(prepared, original) > 0.85, path
 
 
-@pytest.mark.slow
-def test_one_picture_gives_one_label_whatever_its_format_and_size(big_photos, trained):
+def test_one_picture_gives_one_label_whatever_its_format_and_size(big_photos, fixture_bundle):
     from edge_runtime import Classifier
 
-
     paths = [path for key, path in big_photos.items() if key != "49mp"]
-    model = Classifier.load(trained / "model_int8.tflite")
+    model = Classifier.load(fixture_bundle / "model_int8.tflite")
     labels = model.predict(preparation.prepare_files(paths, preparation.for_classifier(model))[0]).labels
     assert labels.tolist() == [7] * len(paths), dict(zip([path.name for path in paths], labels.tolist()))
 
 
 @pytest.mark.parametrize("key", [(4000, ".png"), (4000, ".jpg"), (4000, ".pgm"), "49mp"], ids=str)
-def test_predict_on_a_big_picture_peaks_below_the_memory_limit(untrained_export, big_photos, key, monkeypatch):
+def test_predict_on_a_big_picture_peaks_below_the_memory_limit(fixture_bundle, big_photos, key, monkeypatch):
     """`python -m edge_runtime predict` in a child process; its peak RSS (VmHWM) read at exit."""
     from edge_runtime.cli import benchmarking
     from tests.conftest import REPO_ROOT
 
     monkeypatch.setenv("PYTHONPATH", f"{REPO_ROOT / 'tests' / 'peak_rss'}:{REPO_ROOT}")
-    command = [sys.executable, "-m", "edge_runtime", "predict", str(untrained_export / "model_int8.tflite"),
+    command = [sys.executable, "-m", "edge_runtime", "predict", str(fixture_bundle / "model_int8.tflite"),
                str(big_photos[key])]
     _, peak_mib = benchmarking.child_peak_rss(command, what=big_photos[key])
     assert peak_mib <= MEMORY_LIMIT_MIB, f"{big_photos[key].name}: {peak_mib:.0f} MiB"
@@ -390,7 +388,7 @@ def stroke_widths(digit):
     return 2.0 * np.count_nonzero(large) / perimeter / 4
 
 
-def test_thick_blurred_strokes_come_out_as_thin_as_mnist_without_a_grey_halo(mnist):
+def test_thick_blurred_strokes_come_out_as_thin_as_mnist_without_a_grey_halo(digits):
     """The failure behind issue 10: a low-resolution scan of a thick, blurred digit became a bold digit
     with a grey halo, which MNIST's digits lack (2→1, 4→6)."""
     from PIL import ImageFilter
@@ -401,19 +399,19 @@ def test_thick_blurred_strokes_come_out_as_thin_as_mnist_without_a_grey_halo(mni
     ImageDraw.Draw(ring).ellipse((40, 20, 160, 180), outline=30, width=34)  # a bold "0"
     scan = ring.filter(ImageFilter.GaussianBlur(9)).resize((30, 30), Image.BILINEAR)
     digit = digit_preparation.to_mnist(np.asarray(scan))
-    mnist_widths = [stroke_widths(image.astype(np.float32) / 255) for image in mnist.x_test[:200]]
+    mnist_widths = [stroke_widths(image.astype(np.float32) / 255) for image in digits.x_test[:200]]
     low, high = np.percentile(mnist_widths, [10, 90])
     assert low <= stroke_widths(digit) <= high, (stroke_widths(digit), low, high)
     grey = np.count_nonzero((digit > 0.05) & (digit < 0.5)) / np.count_nonzero(digit > 0.05)
     mnist_grey = np.mean([np.count_nonzero((image > 12) & (image < 128)) / np.count_nonzero(image > 12)
-                          for image in mnist.x_test[:200]])
+                          for image in digits.x_test[:200]])
     assert grey <= mnist_grey + 0.05, (grey, mnist_grey)
 
 
-def test_shadow_and_specks_do_not_move_the_digit(mnist):
+def test_shadow_and_specks_do_not_move_the_digit(digits):
     """Uneven light (a shadow over half the page) and dirt far from the digit: the same digit as on clean paper."""
     rng = np.random.default_rng(6)
-    clean = photo_of(mnist.x_test[2], rng, noise=0.01).astype(np.float32) / 255
+    clean = photo_of(digits.x_test[2], rng, noise=0.01).astype(np.float32) / 255
     shaded = clean * np.where(np.arange(clean.shape[1]) < 200, 1.0, 0.55)[None, :]
     shaded[10:14, 10:14] = 0.1  # a speck
     shaded[380:384, 330:335] = 0.1

@@ -19,17 +19,17 @@ BODY_LIMIT = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def bundle(untrained_export, tmp_path_factory):
-    return make_bundle(untrained_export, tmp_path_factory.mktemp("serve-bundle"))
+def bundle(fixture_bundle, tmp_path_factory):
+    return make_bundle(fixture_bundle, tmp_path_factory.mktemp("serve-bundle"))
 
 
 @pytest.fixture(scope="module")
-def digit_files(untrained_export, tmp_path_factory):
+def digit_files(fixture_bundle, tmp_path_factory):
     """Five MNIST test digits as PNG photos (dark on light, enlarged), one JPEG, and bad files."""
     from PIL import Image
 
     directory = tmp_path_factory.mktemp("serve-files")
-    with np.load(untrained_export / "test_set.npz") as archive:
+    with np.load(fixture_bundle / "test_set.npz") as archive:
         digits = archive["x_test"][:6]
     files = {}
     for index, digit in enumerate(digits):
@@ -132,7 +132,7 @@ def test_info_describes_the_model_and_the_self_check(server, bundle):
     assert info["input_shape"] == [28, 28, 1] and info["class_names"] == manifest["classes"]
     assert info["accuracy_at_export"] == manifest["files"]["model_int8.tflite"]["test_accuracy"]
     check = info["self_check"]
-    assert check["images"] == 500 and check["passed"] is True and info["ready"] is True
+    assert check["images"] == manifest["files"]["test_set.npz"]["images"] and check["passed"] is True and info["ready"] is True
     # The whole bundled test set was used, so the figure is the one the export recorded, as in eval.
     assert check["accuracy"] == manifest["files"]["model_int8.tflite"]["test_accuracy"]
     assert info["token_required"] is True and info["max_body_bytes"] == BODY_LIMIT
@@ -285,7 +285,8 @@ def test_metrics_count_requests_predictions_and_carry_the_self_check(server, bun
     assert value(r'^mnist_edge_http_requests_total\{route="other",status="404"\} (\S+)') >= 1
     assert value(r'^mnist_edge_http_request_duration_seconds_count\{route="/api/predict"\} (\S+)') >= 2
     assert sum(float(x) for x in re.findall(r'^mnist_edge_predictions_total\{class_name="\d"\} (\S+)', text, re.MULTILINE)) >= 1
-    assert value(r'^mnist_edge_self_check_images\{[^}]*\} (\S+)') == 500
+    images = json.loads((bundle / "manifest.json").read_text())["files"]["test_set.npz"]["images"]
+    assert value(r'^mnist_edge_self_check_images\{[^}]*\} (\S+)') == images
     assert value(r'^mnist_edge_self_check_passed\{[^}]*\} (\S+)') == 1
     assert 0 <= value(r'^mnist_edge_self_check_accuracy\{[^}]*\} (\S+)') <= 1
     assert value(r"^process_resident_memory_bytes (\S+)") > 0
@@ -296,7 +297,7 @@ def test_a_failed_self_check_exits_3_before_the_port_opens(bundle, tmp_path):
     manifest = json.loads((tampered / "manifest.json").read_text())
     manifest["source_model"]["test_accuracy"] = 0.999  # the float model was far better, says the manifest
     (tampered / "manifest.json").write_text(json.dumps(manifest))
-    # The untrained export recorded a tolerance of 100 points; the device holds it to 0.5 here.
+    # The fixture's export recorded a tolerance of 5 points; the device holds it to 0.5 here.
     result = run_cli("-m", "edge_runtime", "serve", str(tampered), "--port", "0", "--tolerance", "0.5", timeout=120)
     assert result.returncode == 3
     assert re.search(r"^FAILED: model_int8.tflite: accuracy \S+% is \S+ points below the float model's 99.90% "

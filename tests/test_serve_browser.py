@@ -25,21 +25,21 @@ CELL = 10  # canvas pixels per MNIST pixel: the pad is 280×280
 
 
 @pytest.fixture(scope="module")
-def trained_bundle(trained, mnist, tmp_path_factory):
-    return make_bundle(trained, tmp_path_factory.mktemp("browser-bundle"), mnist.x_test, mnist.y_test)
+def trained_bundle(fixture_bundle, tmp_path_factory):
+    return make_bundle(fixture_bundle, tmp_path_factory.mktemp("browser-bundle"))
 
 
 @pytest.fixture(scope="module")
-def camera_video(mnist, tmp_path_factory):
+def camera_video(digits, tmp_path_factory):
     """A y4m video (what Chromium's fake camera plays) of a photographed test digit; returns (path, label)."""
     index = 21
-    picture = photo_of(mnist.x_test[index], np.random.default_rng(3), scale=6, canvas=(240, 320))
+    picture = photo_of(digits.x_test[index], np.random.default_rng(3), scale=6, canvas=(240, 320))
     path = tmp_path_factory.mktemp("camera") / "digit.y4m"
     height, width = picture.shape
     chroma = np.full((height // 2) * (width // 2), 128, np.uint8).tobytes()
     frame = b"FRAME\n" + picture.tobytes() + chroma + chroma  # grey: the picture is the luma plane
     path.write_bytes(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode() + frame * 3)
-    return path, int(mnist.y_test[index])
+    return path, int(digits.y_test[index])
 
 
 @pytest.fixture(scope="module")
@@ -123,20 +123,20 @@ def save_screenshot(driver, name):
     return directory / name
 
 
-def test_ten_digits_drawn_stroke_by_stroke_are_read_right(page, mnist):
+def test_ten_digits_drawn_stroke_by_stroke_are_read_right(page, digits):
     from selenium.webdriver.common.by import By
 
-    indices = [int(np.flatnonzero(mnist.y_test == digit)[0]) for digit in range(10)]
+    indices = [int(np.flatnonzero(digits.y_test == digit)[0]) for digit in range(10)]
     shown = []
     for count, index in enumerate(indices):
         page.find_element(By.ID, "clear").click()
-        draw(page, mnist.x_test[index], finger=count % 2 == 1)
+        draw(page, digits.x_test[index], finger=count % 2 == 1)
         shown.append(answer(page))
         seen = page.execute_script(
             "const c = document.getElementById('seen').getContext('2d');"
             "return Array.from(c.getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 === 0);")
         assert max(seen) == 255 and len(seen) == 784  # the 28×28 input the model saw is drawn
-    truth = [int(mnist.y_test[index]) for index in indices]
+    truth = [int(digits.y_test[index]) for index in indices]
     print("drawn:", truth, "page says:", shown)
     assert sum(a == b for a, b in zip(shown, truth)) >= 9, (truth, shown)
     top = page.find_elements(By.CSS_SELECTOR, "#top li")
@@ -145,17 +145,17 @@ def test_ten_digits_drawn_stroke_by_stroke_are_read_right(page, mnist):
     save_screenshot(page, "serve-page-drawn.png")
 
 
-def test_a_photo_through_the_file_input(page, mnist, tmp_path):
+def test_a_photo_through_the_file_input(page, digits, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.by import By
 
     index = 12
     path = tmp_path / "photo_of_a_digit.jpg"
-    Image.fromarray(photo_of(mnist.x_test[index], np.random.default_rng(0))).save(path, quality=85)
+    Image.fromarray(photo_of(digits.x_test[index], np.random.default_rng(0))).save(path, quality=85)
     file_input = page.find_element(By.ID, "photo")
     assert file_input.get_attribute("accept") == "image/*" and file_input.get_attribute("capture") is not None
     file_input.send_keys(str(path))
-    assert answer(page) == int(mnist.y_test[index])
+    assert answer(page) == int(digits.y_test[index])
     assert "photo_of_a_digit.jpg" in page.find_element(By.ID, "status").text
 
 
@@ -218,19 +218,19 @@ def live_figures_as_the_page_writes_them(live):
     }
 
 
-def test_right_or_wrong_feedback_and_the_live_panel_match_api_info(page, mnist):
+def test_right_or_wrong_feedback_and_the_live_panel_match_api_info(page, digits):
     """Three drawn digits answered "right?" on the page (one through "No" and the true class): the
     service counts them, and every figure of the live panel is /api/info's."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     status = page.find_element(By.ID, "feedback-status")
-    indices = [int(np.flatnonzero(mnist.y_test == digit)[1]) for digit in (3, 5, 8)]
+    indices = [int(np.flatnonzero(digits.y_test == digit)[1]) for digit in (3, 5, 8)]
     for count, index in enumerate(indices):
         page.find_element(By.ID, "clear").click()
-        draw(page, mnist.x_test[index], finger=False)
+        draw(page, digits.x_test[index], finger=False)
         shown = answer(page)
-        truth = int(mnist.y_test[index])
+        truth = int(digits.y_test[index])
         assert page.find_element(By.ID, "feedback").is_displayed()
         if count == 0 or shown != truth:  # once through "No" and the class buttons, whatever the page said
             page.find_element(By.ID, "feedback-no").click()

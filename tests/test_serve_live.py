@@ -20,8 +20,8 @@ from serve_process import ServeProcess, call_json, make_bundle
 
 
 @pytest.fixture(scope="module")
-def bundle(untrained_export, tmp_path_factory):
-    return make_bundle(untrained_export, tmp_path_factory.mktemp("live-bundle"))
+def bundle(fixture_bundle, tmp_path_factory):
+    return make_bundle(fixture_bundle, tmp_path_factory.mktemp("live-bundle"))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_shadow_agreement_at_rate_1_equals_evals_on_the_same_images(bundle, test
     assert agreement["successes"] == round(result["agreement_with_float"] * len(images))
     assert agreement["value"] == pytest.approx(result["agreement_with_float"], abs=1e-12)
     assert sum(prediction["shadow"]["agrees"] for prediction in predictions) == agreement["successes"]
-    assert agreement["successes"] < len(images)  # an untrained int8 model parts from its float: the test can see it
+    assert agreement["successes"] < len(images)  # the fixture's test set holds images where int8 parts from float
 
 
 def test_the_live_interval_is_compares_on_the_same_pairs(bundle, test_images):
@@ -83,7 +83,7 @@ def test_the_live_interval_is_compares_on_the_same_pairs(bundle, test_images):
     from compare import analysis, runs
 
     images, labels = test_images
-    count = 300
+    count = len(images)  # the fixture's test set ends with the images where int8 and float disagree
     with ServeProcess(bundle, "--shadow-rate", "0.5", "--tolerance", "100") as server:
         predictions = predict_each(server, images[:count])
         answers = []

@@ -22,13 +22,13 @@ RSS_GROWTH_LIMIT_KIB = 10 * 1024
 
 
 @pytest.fixture(scope="module")
-def load_files(untrained_export, tmp_path_factory):
+def load_files(fixture_bundle, tmp_path_factory):
     """20 digit photos (PNG) with the CLI's labels for them, and the bad bodies to mix in."""
     from PIL import Image
 
     directory = tmp_path_factory.mktemp("load-files")
-    bundle = make_bundle(untrained_export, directory / "bundle")
-    with np.load(untrained_export / "test_set.npz") as archive:
+    bundle = make_bundle(fixture_bundle, directory / "bundle")
+    with np.load(fixture_bundle / "test_set.npz") as archive:
         digits = archive["x_test"][:20]
     paths = []
     for index, digit in enumerate(digits):
