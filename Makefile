@@ -18,7 +18,7 @@ RUNTIME_SOURCES := $(wildcard edge_runtime/*.py edge_runtime/*/*.py)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export compare bundle bench handwriting test test-fast system-deps lock clean
+.PHONY: venv train export compare bundle bench handwriting test test-fast test-device system-deps lock clean
 .DELETE_ON_ERROR:
 
 venv: $(VENV_STAMP)
@@ -95,12 +95,27 @@ PI_ROWS ?=
 pi-check: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
 	bash pi/check.sh --bundle $(ARTIFACTS)/mnist-edge-bundle.tar.gz --python $(PYTHON) $(if $(PI_ROWS),--rows $(PI_ROWS),)
 
-test: $(VENV_STAMP)
+test: $(VENV_STAMP) test-device
 	$(PYTHON) -m pytest
 
 # Unit and CLI tests only: seconds instead of minutes.
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
+
+# The fast tests in a second venv holding only what a device installs (the edge and serve extras, at
+# the workstation lock's versions) and pytest: no TensorFlow, no onnxruntime. The runtime, engine,
+# pictures and serve tests read the bundle checked in under tests/fixtures/; a test that needs the
+# workstation skips, saying what it needs (MNIST_EDGE_DEVICE_TESTS lets it skip in CI too).
+DEVICE_VENV := .venv-device
+DEVICE_STAMP := $(DEVICE_VENV)/.installed
+$(DEVICE_STAMP): requirements/workstation.lock pyproject.toml
+	test -x $(DEVICE_VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/workstation.lock \
+		".[edge,serve]" pytest
+	touch $@
+
+test-device: $(DEVICE_STAMP)
+	MNIST_EDGE_DEVICE_TESTS=1 $(DEVICE_VENV)/bin/python -m pytest -m "not slow"
 
 # Debian packages some tests use: real IDX files (Fashion-MNIST); headless Chromium with its WebDriver
 # for the page test of `serve`; curl, the real HTTP client of serve's fault tests; handwriting fonts

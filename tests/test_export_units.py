@@ -5,6 +5,7 @@ import pytest
 
 from edge_runtime import manifest as runtime_manifest
 from export import calibration, manifest, validation
+from tests.conftest import require_tensorflow
 
 
 def test_calibration_is_stratified_and_seeded():
@@ -51,6 +52,7 @@ def test_float_export_must_agree_and_match_probabilities():
 
 
 def test_manifest_entry_records_role_hash_size_and_details(tmp_path):
+    require_tensorflow("recording the tool versions (tensorflow-cpu among them)")
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(b"\x00" * 100)
     entry = manifest.file_entry(path, "int8-model", precision="int8", **metrics(0.98))
