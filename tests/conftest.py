@@ -2,8 +2,7 @@
 
 The device tests (runtime, engine, pictures, serve) read the small trained bundle checked in under
 tests/fixtures/bundle/, so they run in a venv holding only the device dependencies and pytest
-(`make test-device`). Tests that need the workstation (TensorFlow, the full MNIST) say so with
-`require_tensorflow`.
+(`make test-device`). Tests that need more say so with `require_tensorflow` or `require_onnxruntime`.
 """
 
 import importlib.util
@@ -79,14 +78,24 @@ class FixtureDigits(typing.NamedTuple):
     y_test: np.ndarray
 
 
+def file_digests(directory):
+    from edge_runtime import manifest
+
+    return {path.name: manifest.sha256_of(path) for path in sorted(directory.iterdir()) if path.is_file()}
+
+
 @pytest.fixture(scope="session")
 def fixture_bundle():
     """The small trained bundle under tests/fixtures/bundle/ (read-only: copy it to change it).
 
     Made by a real export of a trained seed model (tests/fixtures/regenerate.py says how), with a
-    test set of a few hundred MNIST test images.
+    test set of a few hundred MNIST test images. A test that changes a file of it is an error at the
+    end of the session, so that the next run does not test against a changed fixture.
     """
-    return FIXTURE_BUNDLE
+    before = file_digests(FIXTURE_BUNDLE)
+    yield FIXTURE_BUNDLE
+    changed = sorted(name for name, digest in file_digests(FIXTURE_BUNDLE).items() if before.get(name) != digest)
+    assert not changed, f"a test changed the checked-in fixture: {changed}; git checkout tests/fixtures"
 
 
 @pytest.fixture(scope="session")
