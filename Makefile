@@ -105,7 +105,8 @@ test-fast: $(VENV_STAMP)
 # The fast tests in a second venv holding only what a device installs (the edge and serve extras, at
 # the workstation lock's versions) and pytest: no TensorFlow, no onnxruntime. The runtime, engine,
 # pictures and serve tests read the bundle checked in under tests/fixtures/; a test that needs the
-# workstation skips, saying what it needs (MNIST_EDGE_DEVICE_TESTS lets it skip in CI too).
+# workstation skips, saying what it needs (MNIST_EDGE_DEVICE_TESTS lets it skip in CI too). pytest
+# runs from the checkout, so the tree's code is what is tested; the install brings the dependencies.
 DEVICE_VENV := .venv-device
 DEVICE_STAMP := $(DEVICE_VENV)/.installed
 $(DEVICE_STAMP): requirements/workstation.lock pyproject.toml
