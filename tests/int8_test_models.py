@@ -78,7 +78,10 @@ BUILDERS = {"seed_like": seed_like, "batchnorm_gap": batchnorm_gap, "colour": co
 
 
 def convert_all(directory, train_images):
-    """Every test model converted into `directory`, plus the colour one with float input and output; return the paths."""
+    """Every test model converted into `directory`, and the colour one with float input and output too.
+
+    Returns: {name: path}.
+    """
     paths = {name: convert(name, directory, train_images) for name in BUILDERS}
     paths["colour_float_io"] = convert("colour", directory, train_images, float_io=True)
     return paths

@@ -194,7 +194,7 @@ RUNTIME_CASES = {
     "test set cut and re-signed": case_eval(
         lambda b, s, m: (write_test_set(b / "test_set.npz", m.x_test[:20], m.y_test[:20]), resign(b, "test_set.npz")) and None,
         [], f"test_set.npz: holds 20 images, the manifest says {FIXTURE_TEST_IMAGES}"),
-    # Every model now misses nearly every image; the int8 drop is let pass so that the one line is the float reference's.
+    # Every model now misses nearly every image: the int8 drop is let pass, so the one line is the float reference's.
     "test set relabelled": case_eval(
         lambda b, s, m: (write_test_set(b / "test_set.npz", m.x_test, (m.y_test + 1) % 10),
                          resign(b, "test_set.npz"), edit_manifest(b, strict_float_tolerance)) and None,

@@ -91,7 +91,8 @@ def converted():
     paths = {path.stem: path for path in sorted(int8_test_models.FIXTURE_DIRECTORY.glob("*.tflite"))}
     missing = {*int8_test_models.BUILDERS, "colour_float_io"} - set(paths)
     if missing:
-        pytest.fail(f"{int8_test_models.FIXTURE_DIRECTORY}: missing {sorted(missing)}; run python -m tests.fixtures.regenerate")
+        pytest.fail(f"{int8_test_models.FIXTURE_DIRECTORY}: missing {sorted(missing)}; "
+                    "run python -m tests.fixtures.regenerate")
     return paths
 
 
