@@ -118,8 +118,9 @@ def untrained_export(tmp_path_factory, mnist):
     """Real exported files of the seed architecture, with untrained weights — seconds, not minutes.
 
     The export pipeline runs as it does for users, with tolerances opened wide (an untrained model
-    is ~10% accurate), so every file, the manifest and a small test set are the genuine article
-    for runtime, integrity and bad-input tests. Accuracy claims are tested on trained models only.
+    is ~10% accurate), so every file, the manifest and a small test set (small.npz, 2,000 training
+    and 500 test images) are the genuine article for the workstation's tests: interrupted exports,
+    the compare gate, retraining. The device tests read `fixture_bundle` instead.
     """
     require_tensorflow("a real export")
     import keras
