@@ -96,18 +96,19 @@ def test_a_bad_histogram_is_refused_naming_the_field(change, message):
         manifest.Manifest.parse(document, source="m.json")
 
 
-def test_the_export_records_each_models_counts_over_its_whole_test_set(untrained_export):
-    """The real export (untrained weights): every model's counts add up to the test set, and the int8
-    TFLite model's are its own probabilities binned again here."""
+def test_the_export_records_each_models_counts_over_its_whole_test_set(fixture_bundle):
+    """A real export (the checked-in fixture bundle; tests/test_fixture.py checks the export still makes
+    it): every model's counts add up to the test set, and the int8 TFLite model's are its own
+    probabilities binned again here."""
     from edge_runtime import Classifier
 
-    parsed = manifest.read_manifest(untrained_export / "manifest.json")
+    parsed = manifest.read_manifest(fixture_bundle / "manifest.json")
     assert parsed.top1_edges == EDGES
     images = parsed.files["test_set.npz"].images
     for name in parsed.files_with_role(manifest.ROLE_INT8_MODEL) + parsed.files_with_role(manifest.ROLE_FLOAT_REFERENCE):
         assert sum(parsed.files[name].top1_counts) == images, name
-    with np.load(untrained_export / "test_set.npz") as archive:
-        probabilities = Classifier.load(untrained_export / "model_int8.tflite").predict(archive["x_test"]).probabilities
+    with np.load(fixture_bundle / "test_set.npz") as archive:
+        probabilities = Classifier.load(fixture_bundle / "model_int8.tflite").predict(archive["x_test"]).probabilities
     assert list(parsed.files["model_int8.tflite"].top1_counts) == drift.top1_counts(probabilities, EDGES)
 
 
