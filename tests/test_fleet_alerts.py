@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT, require, run_cli
+from conftest import REPO_ROOT, require, require_module, run_cli
 
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 EXAMPLE_INVENTORY = REPO_ROOT / "deploy" / "ansible" / "inventory.example.yml"
@@ -21,7 +21,13 @@ def promtool(*arguments):
     return subprocess.run(["promtool", *arguments], capture_output=True, text=True, timeout=60)
 
 
+def require_yaml(what):
+    """The fleet's files are YAML: PyYAML is in the workstation venv (the dev extra), not on a device."""
+    require_module("yaml", what, "the workstation venv, the dev extra")
+
+
 def rules():
+    require_yaml("reading the alert rules")
     import yaml
 
     document = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
@@ -46,6 +52,7 @@ def test_the_alert_unit_tests_pass_and_fail_when_a_rule_changes(tmp_path):
 
 
 def test_every_alert_has_a_for_a_one_line_description_and_a_firing_and_a_quiet_unit_test():
+    require_yaml("reading the alert rules' unit tests")
     import yaml
 
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
@@ -71,6 +78,7 @@ def test_the_rules_read_metrics_that_serve_exports():
 
 
 def test_targets_from_the_example_inventory_resolve_vars_as_ansible_does():
+    require_yaml("reading the Ansible inventory")
     from deploy.prometheus import targets
 
     made = targets.file_sd_targets(targets.read_inventory(EXAMPLE_INVENTORY))
@@ -87,6 +95,7 @@ def test_targets_from_the_example_inventory_resolve_vars_as_ansible_does():
 
 def test_targets_agree_with_ansible_inventory_when_ansible_is_installed():
     """ansible-inventory is the reference: the same host vars, so the same scrape addresses."""
+    require_yaml("reading the Ansible inventory")
     from deploy.prometheus import targets
 
     require(shutil.which("ansible-inventory") is not None, "ansible-inventory is not installed (make system-deps)")
@@ -102,6 +111,7 @@ def test_targets_agree_with_ansible_inventory_when_ansible_is_installed():
 
 
 def test_the_targets_command_writes_file_sd_json_and_refuses_a_bad_inventory(tmp_path):
+    require_yaml("reading the Ansible inventory")
     written = run_cli("-m", "deploy.prometheus.targets", str(EXAMPLE_INVENTORY), "--out", str(tmp_path / "t" / "fleet.json"))
     assert written.returncode == 0, written.stderr
     document = json.loads((tmp_path / "t" / "fleet.json").read_text())
