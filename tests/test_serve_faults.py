@@ -24,16 +24,16 @@ UPLOADS = 8
 
 
 @pytest.fixture(scope="module")
-def bundle(untrained_export, tmp_path_factory):
-    return make_bundle(untrained_export, tmp_path_factory.mktemp("faults-bundle"))
+def bundle(fixture_bundle, tmp_path_factory):
+    return make_bundle(fixture_bundle, tmp_path_factory.mktemp("faults-bundle"))
 
 
 @pytest.fixture(scope="module")
-def big_png(untrained_export):
+def big_png(fixture_bundle):
     """A 3000×3000 photo of a test digit, as a phone sends it: seconds of work for a Pi-sized worker."""
     from PIL import Image
 
-    with np.load(untrained_export / "test_set.npz") as archive:
+    with np.load(fixture_bundle / "test_set.npz") as archive:
         digit = archive["x_test"][0]
     buffer = io.BytesIO()
     Image.fromarray(255 - digit).resize((3000, 3000), Image.BILINEAR).save(buffer, format="PNG")
