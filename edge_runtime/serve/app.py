@@ -32,6 +32,7 @@ from edge_runtime.serve import bodies
 LOGGER = logging.getLogger("mnist_edge.serve")
 DEFAULT_MAX_BODY_BYTES = 20_000_000
 MAX_BATCH = 256
+PREDICTION_IDS = "mnist_edge.prediction_ids"  # the environ key where predict leaves its ids for the access log
 # The page's own files only: no inline script, nothing from elsewhere (the device may be offline).
 SECURITY_HEADERS = [
     ("Content-Security-Policy",
@@ -73,14 +74,16 @@ class Application:
 
     `prediction_listeners` are called as listener(prepared, outcome, answer) after every
     prediction; the metrics are one, and checks that watch live traffic can be others.
+    `access_log`, if given, is called with one line per request (see access_line).
     """
 
-    def __init__(self, served, settings, metrics, self_check, live=None):
+    def __init__(self, served, settings, metrics, self_check, live=None, access_log=None):
         self.served = served
         self.settings = settings
         self.metrics = metrics
         self.self_check = self_check
         self.live = live  # live.LiveChecks, or None
+        self.access_log = access_log
         self.class_names = served.class_names
         self.prediction_listeners = [self.count_predictions] + ([live.after_prediction] if live else [])
         self.static = {path: (read_static(name), content_type) for path, (name, content_type) in STATIC_FILES.items()}
@@ -124,10 +127,14 @@ class Application:
             LOGGER.exception("error: %s %s failed", method, path)
             status, headers, body = json_response(500, {"error": "internal error; the service log has the details"})
         start_response(f"{status} {http.HTTPStatus(status).phrase}", headers + SECURITY_HEADERS)
-        self.metrics.record_request(path if route else "other", status, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.metrics.record_request(path if route else "other", status, seconds)
         # HEAD: the headers GET would send (Content-Length included), no body. waitress sends what it
         # is given, and a body here would be read as the start of the next answer on the connection.
-        return [] if method == "HEAD" else [body]
+        sent = b"" if method == "HEAD" else body
+        if self.access_log is not None:
+            self.access_log(access_line(environ, status, len(sent), seconds))
+        return [sent] if sent else []
 
     def check_token(self, environ):
         scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
@@ -195,6 +202,7 @@ class Application:
         }
         for listener in self.prediction_listeners:
             listener(prepared, outcome, answer)
+        environ[PREDICTION_IDS] = [prediction["id"] for prediction in answer["predictions"]]
         answer["timing_ms"] = {
             "prepare": 1000 * (prepared_at - started),
             "model": 1000 * outcome.seconds,
@@ -241,6 +249,18 @@ class Application:
     def count_predictions(self, prepared, outcome, answer):
         for prediction in answer["predictions"]:
             self.metrics.record_prediction(prediction["class_name"])
+
+
+def access_line(environ, status, body_bytes, seconds):
+    """One request as the access log writes it: client, method, path, status, bytes, milliseconds and
+    the prediction ids it made ("-" for none), e.g.
+    `access 127.0.0.1 POST /api/predict 200 1234 B 8.1 ms id 6f1c…`."""
+    ids = environ.get(PREDICTION_IDS) or ["-"]
+    shown = ids[0] if len(ids) == 1 else f"{ids[0]} (+{len(ids) - 1} more)"
+    method = printable_name(environ.get("REQUEST_METHOD", "-"))[:20]
+    path = "".join(character for character in (environ.get("PATH_INFO") or "/") if character.isprintable())[:200]
+    return (f"access {environ.get('REMOTE_ADDR', '-')} {method} {path} {status} {body_bytes} B "
+            f"{1000 * seconds:.1f} ms id {shown}")
 
 
 def json_response(status, document, headers=()):

@@ -54,6 +54,7 @@ class ServeConfig:
     drift_threshold: float = 0.15
     drift_min_images: int = 200
     stop_seconds: float = 5.0  # on SIGTERM: time to finish the requests already accepted
+    access_log: bool = True
 
 
 def build_parser():
@@ -82,6 +83,9 @@ def build_parser():
                              "(default: the manifest's, as eval)")
     parser.add_argument("--allow-failed-self-check", action="store_true",
                         help="serve even when the self-check fails (/readyz answers 503)")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="write no line per request (by default each one is logged: method, path, status, "
+                             "bytes, milliseconds, prediction id)")
     live = parser.add_argument_group("live checks against the bundle's float reference")
     live.add_argument("--shadow-rate", type=float, default=ServeConfig.shadow_rate,
                       help="share of predicted images the float model also runs, 0..1 (default 1: on one core it "
@@ -194,6 +198,7 @@ def main(argv):
         log("self-check skipped (--self-check-images 0): /readyz answers 503")
     else:
         check = served.self_check(config.self_check_images, config.tolerance, threads=config.threads)
+        give_back_free_memory()
         log(self_check_line(check))
         if not check.passed:
             for failure in check.failures:
@@ -207,7 +212,8 @@ def main(argv):
     checks = live_checks(config, served, live)
     counters.watch_live(checks.snapshot)
     application = app.Application(served, app.Settings(token=token, probes_need_token=config.probes_need_token,
-                                                       max_body_bytes=config.max_body_bytes), counters, check, checks)
+                                                       max_body_bytes=config.max_body_bytes), counters, check, checks,
+                                  access_log=log if config.access_log else None)
     if token is None and not is_loopback(config.host):
         log(f"warning: listening on {config.host} without --token-file: anyone who can reach this port can use the API")
     stop = stopping.Stop()
@@ -274,6 +280,21 @@ def live_checks(config, served, live):
     return checks
 
 
+def give_back_free_memory():
+    """Hand the memory the self-check freed back to the system, where the C library allows it.
+
+    The check's test images and outputs are freed when it returns, but glibc keeps freed heap
+    pages for reuse, and the idle service would go on holding them (about 10 MiB after a full
+    check). malloc_trim returns them; on a C library without it (musl) this does nothing.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols, the C library's among them
+    except (OSError, AttributeError):
+        pass
+
+
 def self_check_line(check):
     drop = "-" if check.drop_points is None else f"{0.0 - check.drop_points:+.2f} pt"
     agreement = "-" if check.agreement_with_float is None else f"{100 * check.agreement_with_float:.2f}%"
@@ -330,6 +351,10 @@ def json_error_channel_class(application, stop):
             # A request line that could not be parsed (a port scanner's "GARBAGE") has no path.
             path = getattr(self.request, "path", None)
             application.metrics.record_request(path if path in application.routes else "other", error.code, 0.0)
+            if application.access_log is not None:
+                environ = {"REQUEST_METHOD": getattr(self.request, "command", None) or "-", "PATH_INFO": path or "-",
+                           "REMOTE_ADDR": self.channel.addr[0] if self.channel.addr else "-"}
+                application.access_log(app.access_line(environ, error.code, len(body), 0.0))
 
     class RefusingBeforeContinue(waitress.channel.HTTPChannel.parser_class):
         def received(self, data):
