@@ -4,7 +4,11 @@
 
 const TOKEN_KEY = "mnist-edge-token";
 const INK_WIDTH = 18; // on the 280-pixel pad: about MNIST's stroke width once scaled to its 20-pixel box
-const state = { sent: 0, info: null, drawing: false, last: null, strokes: 0, prediction: null };
+// A digit of several strokes (a 4, a 5) is sent once the pen has rested this long, not after each
+// stroke: a first stroke alone reads as another digit, and would be counted in the live figures.
+const PEN_REST_MS = 700;
+const state = { sent: 0, info: null, drawing: false, last: null, strokes: 0, prediction: null, resting: null,
+  waitingForToken: null };
 const byId = (id) => document.getElementById(id);
 
 function authorization() {
@@ -12,13 +16,24 @@ function authorization() {
   return token ? { Authorization: "Bearer " + token } : {};
 }
 
+// The error a 401 throws: the token is missing, or the one sent was refused.
+class TokenNeeded extends Error {}
+
 // Fetch JSON from the service; a 401 asks for the token (once, then it is remembered).
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { ...(options.headers || {}), ...authorization() } });
+  const sentToken = Boolean(localStorage.getItem(TOKEN_KEY));
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: { ...(options.headers || {}), ...authorization() } });
+  } catch (error) {
+    // fetch() rejects only when no HTTP answer came at all: the browser's own words ("Failed to fetch") say less.
+    throw new Error("the device is not answering: is mnist-edge serve running, and this device on the network?");
+  }
   if (response.status === 401) {
     localStorage.removeItem(TOKEN_KEY);
-    askForToken();
-    throw new Error("this device needs its access token");
+    askForToken(sentToken);
+    throw new TokenNeeded(sentToken ? "the token was rejected: type the right one above"
+      : "this device needs its access token: type it above");
   }
   let body;
   try {
@@ -30,7 +45,32 @@ async function api(path, options = {}) {
   return body;
 }
 
-function askForToken() {
+// The one place that knows the shape of POST /api/predict's answer: what the page shows of it.
+function readAnswer(body) {
+  const prediction = body.predictions[0];
+  return {
+    id: prediction.id,
+    label: prediction.label,
+    className: prediction.class_name,
+    probability: prediction.probability,
+    top: prediction.top_k.map((entry) => ({ className: entry.class_name, probability: entry.probability })),
+    input: prediction.input,
+    serverMs: body.timing_ms.total,
+    modelMs: body.timing_ms.model,
+  };
+}
+
+// A probability as a whole percentage. An int8 output moves in steps of 1/256 (0.4%), and its largest
+// value is 255/256: decimals, or "99.6%", would be false precision; "over 99%" is what it knows.
+function percentText(probability) {
+  return probability > 0.99 ? "over 99%" : Math.round(100 * probability) + "%";
+}
+
+function askForToken(rejected) {
+  byId("token-note").textContent = rejected ? "That token was rejected. Type the one in this device's --token-file:"
+    : "This device needs its access token (from its --token-file):";
+  byId("token-note").className = rejected ? "warning" : "";
+  byId("token-input").value = "";
   byId("token-form").hidden = false;
   byId("token-input").focus();
 }
@@ -50,8 +90,10 @@ async function loadInfo() {
     showSelfCheck(info);
     showClassButtons(info.class_names);
     showLive(info.live);
+    return true;
   } catch (error) {
     byId("model-line").textContent = error.message;
+    return false;
   }
 }
 
@@ -69,46 +111,68 @@ function showSelfCheck(info) {
   line.className = check.passed ? "good" : "warning";
 }
 
-// Send one image; only the newest request's answer is shown.
+// Send one image; only the newest request's answer is shown. What was shown before is cleared
+// first, so an answer on screen always belongs to the picture just sent, and an error stands alone.
 async function classify(body, headers, source) {
   const sequence = ++state.sent;
+  state.waitingForToken = null;
+  clearAnswer();
   setStatus("busy", `Classifying ${source}…`);
   const started = performance.now();
   try {
-    const answer = await api("api/predict", { method: "POST", body, headers });
+    const answer = readAnswer(await api("api/predict", { method: "POST", body, headers }));
     if (sequence !== state.sent) return;
     showAnswer(answer, performance.now() - started);
     await refreshLive(); // the shadow agreement moved
     if (sequence !== state.sent) return;
     setStatus("done", `Classified ${source}.`);
   } catch (error) {
-    if (sequence === state.sent) setStatus("error", error.message);
+    if (sequence !== state.sent) return;
+    if (error instanceof TokenNeeded) state.waitingForToken = () => classify(body, headers, source);
+    clearAnswer();
+    setStatus("error", error.message);
   }
 }
 
+// Back to "no answer": nothing to read, nothing to label; the status line says why.
+function clearAnswer() {
+  byId("result").hidden = true;
+  const result = byId("answer");
+  result.textContent = "–";
+  delete result.dataset.label;
+  delete result.dataset.className;
+  byId("top").replaceChildren();
+  byId("latency").textContent = "";
+  const seen = byId("seen");
+  seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+  state.prediction = null;
+  byId("feedback").hidden = true;
+  byId("feedback-yes").disabled = byId("feedback-no").disabled = true;
+}
+
 function showAnswer(answer, roundTripMs) {
-  const prediction = answer.predictions[0];
+  byId("result").hidden = false;
   const result = byId("answer");
   const probability = document.createElement("small");
-  probability.textContent = `${(100 * prediction.probability).toFixed(1)}% sure`;
-  result.replaceChildren(prediction.class_name, probability);
-  result.dataset.label = prediction.label;
-  result.dataset.className = prediction.class_name;
-  const list = byId("top");
-  list.replaceChildren(...prediction.top_k.map((entry) => {
+  probability.textContent = `${percentText(answer.probability)} sure`;
+  result.replaceChildren(answer.className, probability);
+  result.dataset.label = answer.label;
+  result.dataset.className = answer.className;
+  // Only classes with a share that shows as at least 1%: a row of "0%" says nothing.
+  const shown = answer.top.filter((entry) => Math.round(100 * entry.probability) > 0);
+  byId("top").replaceChildren(...shown.map((entry) => {
     const item = document.createElement("li");
     const bar = document.createElement("span");
     bar.className = "bar";
-    bar.style.width = Math.max(1, Math.round(100 * entry.probability)) + "%";
+    bar.style.width = Math.round(100 * entry.probability) + "%";
     const text = document.createElement("span");
-    text.textContent = `${entry.class_name}  ${(100 * entry.probability).toFixed(1)}%`;
+    text.textContent = `${entry.className}  ${percentText(entry.probability)}`;
     item.append(text, bar);
     return item;
   }));
-  drawSeen(prediction.input);
-  askForFeedback(prediction);
-  const timing = answer.timing_ms;
-  byId("latency").textContent = `server ${timing.total.toFixed(1)} ms (model ${timing.model.toFixed(2)} ms), ` +
+  drawSeen(answer.input);
+  askForFeedback(answer);
+  byId("latency").textContent = `server ${answer.serverMs.toFixed(1)} ms (model ${answer.modelMs.toFixed(2)} ms), ` +
     `round trip ${roundTripMs.toFixed(0)} ms`;
 }
 
@@ -225,11 +289,6 @@ function drawSeen(rows) {
 function setUpPad() {
   const pad = byId("pad");
   const context = pad.getContext("2d");
-  const clear = () => {
-    context.fillStyle = "#fff";
-    context.fillRect(0, 0, pad.width, pad.height);
-    state.strokes = 0;
-  };
   const point = (event) => {
     const box = pad.getBoundingClientRect();
     return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
@@ -244,10 +303,15 @@ function setUpPad() {
     context.lineTo(...to);
     context.stroke();
   };
-  clear();
+  clearPad();
   pad.addEventListener("pointerdown", (event) => {
     event.preventDefault();
     pad.setPointerCapture(event.pointerId);
+    // The drawing changes: an answer about the old one, or one on its way, no longer applies.
+    clearTimeout(state.resting);
+    state.sent += 1;
+    clearAnswer();
+    setStatus("drawing", "Drawing… the answer comes when the pen rests.");
     state.drawing = true;
     state.last = point(event);
     line(state.last, state.last);
@@ -265,24 +329,43 @@ function setUpPad() {
     if (!state.drawing) return;
     state.drawing = false;
     state.strokes += 1;
-    setStatus("busy", "Classifying the drawing…");
-    pad.toBlob((blob) => classify(blob, { "Content-Type": "image/png" }, "the drawing"), "image/png");
+    clearTimeout(state.resting);
+    state.resting = setTimeout(
+      () => pad.toBlob((blob) => classify(blob, { "Content-Type": "image/png" }, "the drawing"), "image/png"),
+      PEN_REST_MS);
   };
   pad.addEventListener("pointerup", finish);
   pad.addEventListener("pointercancel", finish);
   byId("clear").addEventListener("click", () => {
-    clear();
+    clearPad();
+    state.sent += 1; // an answer still on its way is for the drawing just cleared
+    state.waitingForToken = null;
+    clearAnswer();
     setStatus("idle", "Draw a digit, or choose a photo.");
   });
+}
+
+// A white pad, and no drawing waiting to be sent: called by Clear, and when a photo replaces the drawing.
+function clearPad() {
+  const pad = byId("pad");
+  const context = pad.getContext("2d");
+  clearTimeout(state.resting);
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, pad.width, pad.height);
+  state.strokes = 0;
 }
 
 function setUpPhoto() {
   byId("photo").addEventListener("change", (event) => {
     const file = event.target.files[0];
     if (!file) return;
+    clearPad();
     const limit = state.info ? state.info.max_body_bytes : Infinity;
     if (file.size > limit) {
+      state.sent += 1;
+      clearAnswer();
       setStatus("error", `${file.name}: ${file.size.toLocaleString()} bytes is over this device's ${limit.toLocaleString()}-byte limit`);
+      event.target.value = "";
       return;
     }
     const form = new FormData();
@@ -321,6 +404,7 @@ function setUpCamera() {
     frame.width = video.videoWidth;
     frame.height = video.videoHeight;
     frame.getContext("2d").drawImage(video, 0, 0);
+    clearPad();
     frame.toBlob((blob) => classify(blob, { "Content-Type": "image/png" }, "the camera frame"), "image/png");
   });
 }
@@ -330,7 +414,11 @@ function setUpToken() {
     event.preventDefault();
     localStorage.setItem(TOKEN_KEY, byId("token-input").value.trim());
     byId("token-form").hidden = true;
-    loadInfo();
+    // What was sent before the token was asked for goes again, once the token is known to be right.
+    const resend = state.waitingForToken;
+    loadInfo().then((accepted) => {
+      if (accepted && resend && state.waitingForToken === resend) resend();
+    });
   });
 }
 
