@@ -24,11 +24,17 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 venv: $(VENV_STAMP)
 
 # The venv is (re)built from the lock file: exact versions, so a clone builds the same thing later.
+# It says what it is doing, a line per stage and pip's line per package (no progress bars: they are
+# "\r" frames in a log); the first time this is the longest step (a minute or more, ~1.9 GB).
+LOCKED_PACKAGES = $(shell grep -c '^[A-Za-z0-9]' requirements/workstation.lock)
 $(VENV_STAMP): requirements/workstation.lock pyproject.toml
-	test -x $(PYTHON) || $(PYTHON_FOR_VENV) -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements/workstation.lock
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $@
+	@test -x $(PYTHON) || { echo "venv: creating $(VENV) with $(PYTHON_FOR_VENV)"; $(PYTHON_FOR_VENV) -m venv $(VENV); }
+	@echo "venv: installing the $(LOCKED_PACKAGES) pinned packages of requirements/workstation.lock (the first time: a minute or more, about 1.9 GB); pip's lines follow"
+	@$(PYTHON) -m pip install --progress-bar off --disable-pip-version-check -r requirements/workstation.lock
+	@echo "venv: installing mnist-edge itself (editable)"
+	@$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+	@echo "venv: ready ($$(du -sh $(VENV) | cut -f1))"
 
 train: $(ARTIFACTS)/model.keras
 

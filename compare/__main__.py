@@ -14,7 +14,7 @@ warnings.filterwarnings("ignore", message=r"[\s\S]*tf.lite.Interpreter is deprec
 
 from compare import analysis, plots, report, runs  # noqa: E402
 from edge_runtime import errors, evaluation, manifest as manifest_module  # noqa: E402
-from train import data  # noqa: E402
+from train import data, training  # noqa: E402
 
 
 def parse_args(argv):
@@ -38,6 +38,8 @@ def parse_args(argv):
 
 def main(argv=None):
     arguments = parse_args(argv)
+    # A line as each step starts, also into a log file (where Python would otherwise hold it back to the end).
+    sys.stdout.reconfigure(line_buffering=True)
     output_dir = arguments.output_dir or arguments.artifacts / "report"
     try:
         manifest = manifest_module.read_manifest(arguments.artifacts / manifest_module.MANIFEST_NAME)
@@ -51,8 +53,10 @@ def main(argv=None):
         return 1
     classes = manifest.classes
     # One thread everywhere, Keras included, so that the speed columns compare like with like.
-    import tensorflow as tf
-
+    # TensorFlow's import writes C++ log lines whatever TF_CPP_MIN_LOG_LEVEL says ("WARNING: All log
+    # messages before absl::InitializeLog()", "I0000 ... oneDNN custom operations are on", twice):
+    # imported the way train imports it, with them kept off stderr.
+    _, tf = training.import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     print(f"Running every model on {len(labels):,} test images ({len(classes)} classes):")
@@ -81,6 +85,7 @@ def main(argv=None):
         second_section = [report.second_test_set_section(second)]
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"Drawing the plots into {output_dir}")
     int8_runs = [run for run in all_runs if run.precision == "int8"]
     first_by_model = list({run.model: run for run in reversed(int8_runs)}.values())[::-1]
     named = [("float (Keras)", all_runs[0].labels), *[(run.name, run.labels) for run in first_by_model]]

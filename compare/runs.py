@@ -71,13 +71,29 @@ def keras_run(path, test_images, input_shape, measure=True):
     return run
 
 
-def runtime_run(path, runtime, precision, test_images, measure=True):
+def images_counter(total, progress, every_seconds=10.0):
+    """A `progress` callback for Classifier.predict that says how far it is ("        4,096/10,000 images"),
+    at most once every `every_seconds`: quiet for a fast run, a sign of life in a slow one (the numpy engine)."""
+    import time
+
+    last = [time.monotonic()]
+
+    def report(done):
+        if time.monotonic() - last[0] >= every_seconds and done < total:
+            last[0] = time.monotonic()
+            progress(f"        {done:,}/{total:,} images")
+
+    return report
+
+
+def runtime_run(path, runtime, precision, test_images, measure=True, progress=print):
     """Run the exported model at `path` in `runtime` through edge_runtime; return a Run."""
     model = classifier.Classifier.load(path, backend=runtime, threads=1)
     model_input = preprocessing.to_model_input(test_images, model.input_shape)
-    predictions = model.predict(model_input)
+    predictions = model.predict(model_input, progress=images_counter(len(model_input), progress))
     run = Run(path.name, runtime, precision, path.stat().st_size, predictions.probabilities, predictions.raw)
     if measure:
+        progress("        measuring latency, throughput and memory")
         run.latency_p50_ms, run.throughput_images_per_s = measure_speed(model.run_raw, model_input)
         run.peak_rss_mib = benchmarking.cold_start(path, runtime, threads=1)[1]
     return run
@@ -108,16 +124,26 @@ def source_model_path(artifacts_dir, manifest):
 
 
 def all_runs(artifacts_dir, manifest, test_images, measure=True, progress=print):
-    """Keras first, then every model file the manifest lists, in every installed runtime that can run it."""
+    """Keras first, then every model file the manifest lists, in every installed runtime that can run it.
+
+    `progress` gets a line as each run starts ("[2/9] model_int8.tflite (litert)") and as it ends.
+    """
+    import time
+
     artifacts_dir = pathlib.Path(artifacts_dir)
     keras_path = source_model_path(artifacts_dir, manifest)
-    progress(f"  {keras_path.name} (keras)")
-    runs = [keras_run(keras_path, test_images, manifest.input_shape, measure)]
+    planned = [(keras_path, "keras", None)]
     for name, entry in manifest.files.items():
-        if entry.role not in manifest_module.MODEL_ROLES:
-            continue
-        path = artifacts_dir / name
-        for runtime in runtimes_for(path, entry.precision):
-            progress(f"  {name} ({runtime})")
-            runs.append(runtime_run(path, runtime, entry.precision, test_images, measure))
+        if entry.role in manifest_module.MODEL_ROLES:
+            path = artifacts_dir / name
+            planned += [(path, runtime, entry.precision) for runtime in runtimes_for(path, entry.precision)]
+    runs = []
+    for number, (path, runtime, precision) in enumerate(planned, start=1):
+        progress(f"  [{number}/{len(planned)}] {path.name} ({runtime}){', with speed and memory' if measure else ''}")
+        started = time.perf_counter()
+        if runtime == "keras":
+            runs.append(keras_run(path, test_images, manifest.input_shape, measure))
+        else:
+            runs.append(runtime_run(path, runtime, precision, test_images, measure, progress))
+        progress(f"        done in {time.perf_counter() - started:.1f} s")
     return runs

@@ -142,15 +142,27 @@ def untrained_export(tmp_path_factory, mnist):
     return directory
 
 
+# What `make` gives the stages (the tests' own runs use 3): the logs of runs with it are a user's logs.
+MAKE_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def training_run(tmp_path_factory):
     """The real thing, once per test run: train three epochs and export, through the commands users
-    run (about a minute on two cores). Shared by the end-to-end and the Raspberry Pi tests; tests
-    write their own outputs elsewhere and leave this directory as it is."""
+    run, in make's environment (about a minute on two cores). Returns (artifacts directory,
+    {"train": log, "export": log}), each log the stdout then stderr a file would hold."""
     require_tensorflow("training")
     output = tmp_path_factory.mktemp("artifacts")
-    trained_run = run_cli("-m", "train", "--output-dir", str(output))
+    trained_run = run_cli("-m", "train", "--output-dir", str(output), env=MAKE_ENVIRONMENT)
     assert trained_run.returncode == 0, trained_run.stderr[-3000:]
-    exported = run_cli("-m", "export", "--model", str(output / "model.keras"), "--output-dir", str(output))
+    exported = run_cli("-m", "export", "--model", str(output / "model.keras"), "--output-dir", str(output),
+                       env=MAKE_ENVIRONMENT)
     assert exported.returncode == 0, exported.stderr[-3000:]
-    return output
+    return output, {"train": trained_run.stdout + trained_run.stderr, "export": exported.stdout + exported.stderr}
+
+
+@pytest.fixture(scope="session")
+def trained(training_run):
+    """The trained and exported artifacts directory. Shared by the end-to-end and the Raspberry Pi
+    tests; tests write their own outputs elsewhere and leave this directory as it is."""
+    return training_run[0]

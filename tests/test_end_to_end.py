@@ -5,17 +5,45 @@ converters and the interpreters, each through its command line as a user would.
 """
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from edge_runtime import classifier, manifest
-from tests.conftest import run_cli
+from tests.conftest import MAKE_ENVIRONMENT, run_cli
 from tests.digit_photos import write_photos
 
 pytestmark = pytest.mark.slow
 EXPORTS = ("model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx")
+# A line of TensorFlow's C++ logging (absl): "E0000 00:00:1796480969.809947   25985 node_def_util.cc:682] ...",
+# "I0000 ... port.cc:153] oneDNN custom operations are on ...", and absl's notice before the first one.
+NATIVE_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                             r"|[IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\])", re.MULTILINE)
+
+
+def assert_a_clean_log(stage, log):
+    """No TensorFlow C++ line and no progress-bar frame ("\r") in what `stage` wrote into a file."""
+    native = NATIVE_LOG_LINE.search(log)
+    assert native is None, f"{stage}: {log[native.start():native.start() + 200]}"
+    assert "\r" not in log, f"{stage}: {log.count(chr(13))} carriage returns"
+
+
+def test_the_native_log_pattern_knows_the_lines_users_saw():
+    seen = ["E0000 00:00:1796480969.809947   25985 node_def_util.cc:682] NodeDef mentions attribute use_unbounded",
+            "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+            "I0000 00:00:1796481557.820083    9636 port.cc:153] oneDNN custom operations are on."]
+    assert all(NATIVE_LOG_LINE.search(f"Epoch 1/3\n{line}\n") for line in seen)
+    assert not NATIVE_LOG_LINE.search("Epoch 1/3\n422/422 - 21s - 51ms/step - accuracy: 0.9754\nWARNING: low disk\n")
+
+
+def test_train_and_export_logs_hold_no_native_lines_and_a_line_per_epoch(training_run):
+    _, logs = training_run
+    for stage, log in logs.items():
+        assert_a_clean_log(stage, log)
+    epochs = re.findall(r"^Epoch (\d+)/3\n\d+/\d+ - \d+s - .*val_accuracy: [\d.]+", logs["train"], re.MULTILINE)
+    assert epochs == ["1", "2", "3"], logs["train"][-2000:]
 
 
 def test_float_model_reaches_the_seed_accuracy(trained):
@@ -157,8 +185,11 @@ def bare_litert_int8_outputs(path, images):
 def test_compare_report_matches_an_independent_evaluation(trained, mnist, tmp_path):
     import keras
 
-    result = run_cli("-m", "compare", "--artifacts", str(trained), "--output-dir", str(tmp_path / "report"), "--no-speed")
+    result = run_cli("-m", "compare", "--artifacts", str(trained), "--output-dir", str(tmp_path / "report"), "--no-speed",
+                     env=MAKE_ENVIRONMENT)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_a_clean_log("compare", result.stdout + result.stderr)
+    assert re.search(r"^  \[1/\d+\] model.keras \(keras\)$", result.stdout, re.MULTILINE), result.stdout[:1000]
     saved = json.loads((tmp_path / "report" / "report.json").read_text())
     rows = {(row["model"], row["runtime"]): row for row in saved["rows"]}
     assert {"model.keras", "model_f32.tflite", "model_int8.tflite", "model_f32.onnx", "model_int8.onnx"} == {

@@ -2,13 +2,13 @@
 
 import dataclasses
 import json
-import os
 import pathlib
+import sys
 import time
 
 import numpy as np
 
-from edge_runtime import atomic_files, preprocessing
+from edge_runtime import atomic_files, backends, preprocessing
 from train import command, data
 
 MODEL_FILE = "model.keras"
@@ -73,18 +73,23 @@ def train(config):
     network.summary()
     network.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     started = time.monotonic()
-    history = network.fit(
+    # fit and evaluate build tf.data pipelines, and TensorFlow's C++ logs an "E0000 ... NodeDef mentions
+    # attribute use_unbounded_threadpool" line for each, harmless but read as an error: kept off stderr
+    # (MNIST_EDGE_NATIVE_LOG=1 shows it). Keras' progress goes to stdout and stays.
+    history = backends.without_native_stderr(lambda: network.fit(
         x_train,
         y_train,
         batch_size=config.batch_size,
         epochs=config.epochs,
         validation_split=config.validation_split,
-        verbose=2 if os.environ.get("CI") else "auto",
+        # Keras' live bar on a terminal; into a file or a CI log its "\r" frames would pile up on one
+        # line, so there it writes a line per epoch.
+        verbose="auto" if sys.stdout.isatty() else 2,
         # Ctrl-C stops training between batches (see train/command.py).
         callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: command.stop_if_interrupted())],
-    )
+    ))
     seconds = time.monotonic() - started
-    test_loss, test_accuracy = network.evaluate(x_test, y_test, verbose=0)
+    test_loss, test_accuracy = backends.without_native_stderr(lambda: network.evaluate(x_test, y_test, verbose=0))
     print(f"Test loss: {test_loss:.4f}  Test accuracy: {100 * test_accuracy:.2f}%")
 
     results = {
@@ -124,7 +129,6 @@ def prepare_output_dir(output_dir):
 
 def import_tensorflow():
     """Import Keras and TensorFlow with their native start-up lines kept off stderr; return (keras, tf)."""
-    from edge_runtime import backends
 
     def load():
         import keras
