@@ -1,6 +1,7 @@
 """`mnist-edge serve` measured: requests/s and latency at 1, 4 and 16 clients beside in-process
 `Classifier.predict` on the same image files, what the shadow float model costs (p50 and server CPU
-per request at --shadow-rate 0, 0.1 and 1), time to ready, and memory against `predict`'s.
+per request at --shadow-rate 0, 0.1 and 1), time to ready and idle memory after each kind of start
+(the default one included), and memory against `predict`'s.
 
     .venv/bin/python benchmarks/bench_serve.py [--artifacts artifacts] [--requests 2000]
 
@@ -155,12 +156,15 @@ def in_process_figures(model_path, paths, requests, core):
     return {"requests_per_s": requests / sum(durations), "p50_ms": latency["p50"], "p99_ms": latency["p99"]}
 
 
-def time_to_ready(bundle, flags, repeats, core):
-    times = []
+def start_figures(bundle, flags, repeats, core):
+    """Seconds from process start to "ready", and the idle RSS (MiB) once ready: medians of `repeats` starts."""
+    times, memory = [], []
     for _ in range(repeats):
         with http_load.ServeProcess(bundle, *flags, cpus=str(core)) as server:
             times.append(server.ready_seconds)
-    return float(np.median(times))
+            time.sleep(0.5)  # idle: nothing left of the start-up but what the service keeps
+            memory.append(server.rss_kib() / 1024)
+    return float(np.median(times)), float(np.median(memory))
 
 
 def main(argv=None):
@@ -200,11 +204,14 @@ def main(argv=None):
         result["model_p50_ms"] = model_costs(bundle, server_core)
         result["shadow"] = shadow_figures(bundle, bodies, arguments.requests, server_core)
         result["in_process"] = in_process_figures(model_path, paths, arguments.requests, server_core)
-        result["time_to_ready_s"] = {
-            "full self-check (10,000 images)": time_to_ready(bundle, [], arguments.repeats, server_core),
-            "--self-check-images 1000": time_to_ready(bundle, ["--self-check-images", "1000"], arguments.repeats, server_core),
-            "no self-check (--self-check-images 0)": time_to_ready(bundle, ["--self-check-images", "0"], arguments.repeats, server_core),
+        starts = {
+            "default (full self-check, 10,000 images)": [],
+            "--self-check-images 1000": ["--self-check-images", "1000"],
+            "no self-check (--self-check-images 0)": ["--self-check-images", "0"],
         }
+        measured = {name: start_figures(bundle, flags, arguments.repeats, server_core) for name, flags in starts.items()}
+        result["time_to_ready_s"] = {name: seconds for name, (seconds, _) in measured.items()}
+        result["idle_rss_after_start_mib"] = {name: rss for name, (_, rss) in measured.items()}
         _, predict_peak = benchmarking.child_peak_rss(
             ["taskset", "-c", str(server_core), sys.executable, str(PREDICT_PEAK_PROGRAM), str(model_path), str(paths[0])],
             what="predict")
@@ -227,14 +234,17 @@ def main(argv=None):
     for rate, figures in result["shadow"].items():
         print(f"| {rate} | {figures['p50_ms']:.2f} | {figures['requests_per_s']:,.0f} | "
               f"{figures['cpu_ms_per_request']:.3f} | {figures['cpu_ms_per_request'] / base_cpu:.2f}× |")
-    print("\n| start to ready | s |\n|---|---:|")
+    print(f"\n| start | to ready, s | idle RSS once ready, MiB |\n|---|---:|---:|")
     for name, seconds in result["time_to_ready_s"].items():
-        print(f"| {name} | {seconds:.2f} |")
+        print(f"| {name} | {seconds:.2f} | {result['idle_rss_after_start_mib'][name]:.1f} |")
     print("\n| memory | MiB |\n|---|---:|")
-    print(f"| serve, idle after start | {result['idle_rss_mib']:.1f} |")
+    print(f"| serve, idle after a default start (full self-check) | "
+          f"{result['idle_rss_after_start_mib']['default (full self-check, 10,000 images)']:.1f} |")
+    print(f"| serve, idle after start with --self-check-images 0, --shadow-rate 0 | {result['idle_rss_mib']:.1f} |")
     print(f"| serve, after the load (peak) | {result['rss_after_load_mib']:.1f} ({result['peak_rss_mib']:.1f}) |")
     print(f"| `predict` one PNG, peak | {result['predict_peak_rss_mib']:.1f} |")
-    print(f"\nidle RSS / predict's peak: {result['idle_rss_mib'] / result['predict_peak_rss_mib']:.2f}×")
+    default_idle = result["idle_rss_after_start_mib"]["default (full self-check, 10,000 images)"]
+    print(f"\nidle RSS after a default start / predict's peak: {default_idle / result['predict_peak_rss_mib']:.2f}×")
     output = arguments.output or arguments.artifacts / "benchmarks" / "serve.json"
     atomic_files.write_text_atomically(output, json.dumps(result, indent=2) + "\n")
     return 0
