@@ -160,17 +160,14 @@ def device_venv(directory, wheel):
 
 
 def timed_process(command, cwd, environment):
-    """Run `command` to its end; return (wall seconds, CPU seconds, peak RSS in MiB), the last two from its rusage."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    errors_text = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - started
-    child.stderr.close()
-    child.returncode = os.waitstatus_to_exitcode(status)
+    """Run `command` to its end through benchmarks/measured.py; return (wall seconds, CPU seconds,
+    peak RSS in MiB) of the command alone."""
+    child = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "measured.py"), *command],
+                           cwd=cwd, env=environment, capture_output=True, text=True)
     if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)}: status {child.returncode}: {errors_text.decode().strip()[-300:]}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+        raise RuntimeError(f"{' '.join(command)}: status {child.returncode}: {child.stderr.strip()[-300:]}")
+    wall, cpu, peak_kib = child.stdout.split()[-3:]
+    return float(wall), float(cpu), int(peak_kib) / 1024.0
 
 
 def predict_png_as_on_a_device(tflite_path, digit, pairs):
