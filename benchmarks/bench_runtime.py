@@ -7,7 +7,11 @@ measured interleaved so that both sides see the same machine. Targets (issue #3)
 >= 0.9x the bare interpreter at the same batch size; cold start and peak RSS <= 1.25x the bare
 interpreter's. The numpy engine (issue #11), fed the same int8 batches: throughput >= 1x LiteRT's
 reference kernels (its bit-exact twin), reported against LiteRT's default kernels (aim: 0.1x);
-cold start and peak RSS <= 1.0x bare LiteRT's. Exits non-zero when a target is missed.
+cold start and peak RSS <= 1.0x bare LiteRT's. `mnist-edge predict digit.png` as a device runs it
+(issue #22: the installed wheel, a shell's environment, outside the checkout), in paired runs
+against a bare script: <= 1.10x its wall time and peak RSS, paired medians, reported with their
+spread and with the CPU-time ratio, which a loaded machine disturbs less. Exits non-zero when a
+target is missed.
 """
 
 import argparse
