@@ -257,8 +257,11 @@ def access_line(environ, status, body_bytes, seconds):
     `access 127.0.0.1 POST /api/predict 200 1234 B 8.1 ms id 6f1c…`."""
     ids = environ.get(PREDICTION_IDS) or ["-"]
     shown = ids[0] if len(ids) == 1 else f"{ids[0]} (+{len(ids) - 1} more)"
-    method = printable_name(environ.get("REQUEST_METHOD", "-"))[:20]
-    path = "".join(character for character in (environ.get("PATH_INFO") or "/") if character.isprintable())[:200]
+    def printable(text, limit):  # what a client sent, safe to write into the journal on one line
+        return "".join(character for character in text if character.isprintable() and character != " ")[:limit] or "-"
+
+    method = printable(environ.get("REQUEST_METHOD") or "-", 20)
+    path = printable(environ.get("PATH_INFO") or "/", 200)
     return (f"access {environ.get('REMOTE_ADDR', '-')} {method} {path} {status} {body_bytes} B "
             f"{1000 * seconds:.1f} ms id {shown}")
 
