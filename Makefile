@@ -72,7 +72,20 @@ compare: $(ARTIFACTS)/manifest.json
 	$(PYTHON) -m compare --artifacts $(ARTIFACTS) $(if $(COMPARE_TOLERANCE),--tolerance $(COMPARE_TOLERANCE),) $(DATA_FLAG) \
 		$(if $(EXTRA_DATA),--second-test-set $(EXTRA_DATA),) $(COMPARE_FLAGS)
 
-bundle: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
+# SIGNING_KEY=keys/mnist-edge-signing also signs it: mnist-edge-bundle.tar.gz.sig beside it, what
+# `mnist-edge install` checks on the device against its trusted keys (make signing-key makes a pair).
+SIGNING_KEY ?=
+BUNDLE := $(ARTIFACTS)/mnist-edge-bundle.tar.gz
+bundle: $(BUNDLE) $(if $(SIGNING_KEY),$(BUNDLE).sig,)
+
+$(BUNDLE).sig: $(BUNDLE) $(SIGNING_KEY)
+	$(PYTHON) -m export.signing sign $(BUNDLE) --key $(SIGNING_KEY)
+
+# An ed25519 key pair for signing bundles: keep the private half off the devices and out of git.
+SIGNING_KEY_PATH ?= keys/mnist-edge-signing
+.PHONY: signing-key
+signing-key: $(VENV_STAMP)
+	$(PYTHON) -m export.signing new-key $(SIGNING_KEY_PATH)
 
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
 	$(PYTHON) -m export.bundle --artifacts $(ARTIFACTS)
@@ -147,7 +160,7 @@ fleet-targets: $(VENV_STAMP)
 # Re-resolve the workstation pins from pyproject's extras (needs the package index).
 lock:
 	rm -rf .venv-lock && $(PYTHON_FOR_VENV) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -e '.[train,serve,dev]'
+	.venv-lock/bin/pip install --quiet -e '.[train,serve,dev,install]'
 	{ echo "# Exact versions for the workstation venv (make venv). Regenerate with 'make lock'."; \
 	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^mnist-edge'; } > requirements/workstation.lock
 	rm -rf .venv-lock

@@ -19,6 +19,7 @@ import zipfile
 
 
 from edge_runtime import atomic_files, errors, manifest
+from edge_runtime.install import signing
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUNDLE_DIR_NAME = "mnist-edge-bundle"
@@ -96,6 +97,8 @@ def build_bundle(artifacts_dir, output=None):
         }
         with atomic_files.atomic_output(output) as temporary:
             write_tarball(temporary, members)
+    # A signature of the tarball this one replaces would only be refused on the device: remove it.
+    signing.signature_path(output).unlink(missing_ok=True)
     return output
 
 

@@ -3,6 +3,8 @@
 Every failure a user can cause (a missing or tampered file, an image that is not one, a bad
 option) ends in one line on stderr naming the thing and the problem, and a non-zero exit status:
 1 for a bad file or input, 2 for a bad option, 3 for a failed accuracy check, 130 for Ctrl-C.
+`install` adds 4 (rolled back after probation) and 75 (another install is running): see
+edge_runtime/install/installer.py.
 """
 
 import json
@@ -29,7 +31,8 @@ def parse_arguments(argv):
 def main(argv=None):
     arguments = parse_arguments(sys.argv[1:] if argv is None else list(argv))
     handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info,
-                "samples": run_samples, "serve": run_serve}
+                "samples": run_samples, "serve": run_serve, "install": run_install, "status": run_status,
+                "rollback": run_rollback}
     try:
         status = handlers[arguments.command](arguments)
         sys.stdout.flush()
@@ -365,3 +368,57 @@ def run_serve(arguments):
     from edge_runtime.serve import server
 
     return server.main(arguments.serve_arguments)
+
+
+def install_settings(arguments):
+    """The InstallSettings the install, status and rollback options ask for."""
+    from edge_runtime.install import environment, installer, probation
+
+    token = None
+    if getattr(arguments, "token_file", None) is not None:
+        from edge_runtime.serve import server
+
+        token = server.read_token(arguments.token_file)
+    fields = {"root": arguments.root}
+    if arguments.command in ("install", "rollback"):
+        fields.update(restart_command=arguments.restart_command, service_unit=arguments.service_unit)
+    if arguments.command == "install":
+        fields.update(
+            keep=arguments.keep, trusted_keys=arguments.trusted_keys, allow_unsigned=arguments.allow_unsigned,
+            probation_settings=probation.ProbationSettings(service_url=arguments.service_url,
+                                                  seconds=arguments.probation_seconds, token=token),
+            recipe=environment.Recipe(python=arguments.python, system_site_packages=arguments.system_site_packages,
+                                      extras=arguments.extras, no_deps=arguments.no_deps,
+                                      pip_options=tuple(arguments.pip_options)))
+    return installer.InstallSettings(**fields)
+
+
+def run_install(arguments):
+    from edge_runtime.install import installer, store
+
+    try:
+        return installer.install(arguments.bundle, install_settings(arguments))
+    except store.BusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return installer.EXIT_BUSY
+
+
+def run_status(arguments):
+    from edge_runtime.install import installer
+
+    document = installer.status(install_settings(arguments))
+    if arguments.json:
+        print(json.dumps(document, indent=2))
+    else:
+        installer.print_status(document)
+    return 0
+
+
+def run_rollback(arguments):
+    from edge_runtime.install import installer, store
+
+    try:
+        return installer.rollback(install_settings(arguments))
+    except store.BusyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return installer.EXIT_BUSY

@@ -130,6 +130,58 @@ def serve_options(serve):
     serve.add_argument("serve_arguments", nargs=argparse.REMAINDER)
 
 
+def root_option(command):
+    from edge_runtime.install import store
+
+    command.add_argument("--root", type=pathlib.Path, default=store.DEFAULT_ROOT,
+                         help=f"where versions are installed (default {store.DEFAULT_ROOT})")
+
+
+def restart_options(command):
+    command.add_argument("--restart-command", default=None,
+                         help="command that restarts the service (default: systemctl restart UNIT where systemd runs)")
+    command.add_argument("--service-unit", default="mnist-edge.service", help="the systemd unit (default mnist-edge.service)")
+
+
+def install_options(install):
+    install.add_argument("bundle", type=pathlib.Path, help="the bundle tarball (its signature beside it, BUNDLE.sig)")
+    root_option(install)
+    install.add_argument("--keep", type=positive_integer, default=3, help="versions kept (default 3)")
+    install.add_argument("--trusted-keys", type=pathlib.Path, default=None,
+                         help="public keys trusted to sign bundles, one OpenSSH line each (default ROOT/trusted-keys)")
+    install.add_argument("--allow-unsigned", action="store_true",
+                         help="install without checking the signature (development only; logged)")
+    restart_options(install)
+    install.add_argument("--service-url", default="http://127.0.0.1:8080",
+                         help="where the service answers, for probation (default http://127.0.0.1:8080)")
+    install.add_argument("--probation-seconds", type=checked(float, lambda value: math.isfinite(value) and value >= 0,
+                                                             "a number of seconds >= 0"), default=600.0,
+                         help="how long the new version must prove itself on live traffic (default 600)")
+    install.add_argument("--token-file", type=pathlib.Path, default=None,
+                         help="the service's token, when it was started with --token-file")
+    recipe = install.add_argument_group("the version's Python environment (a venv per version)")
+    recipe.add_argument("--python", default=sys.executable,
+                        help="the Python that creates the venv (default: the one running this command)")
+    recipe.add_argument("--system-site-packages", action="store_true",
+                        help="let the venv see Debian's numpy and Pillow (32-bit and ARMv6 Pi OS)")
+    recipe.add_argument("--extras", default="edge,serve",
+                        help="the wheel's extras to install (default edge,serve; '' for none)")
+    recipe.add_argument("--no-deps", action="store_true",
+                        help="install the wheel alone: its dependencies are already visible to the venv")
+    recipe.add_argument("--pip-option", action="append", default=[], dest="pip_options",
+                        help="an option for pip (repeat it), e.g. --pip-option=--index-url=URL")
+
+
+def status_options(status):
+    root_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of lines")
+
+
+def rollback_options(rollback):
+    root_option(rollback)
+    restart_options(rollback)
+
+
 # name: (help line, what adds its arguments, extra add_parser options)
 COMMANDS = {
     "predict": ("classify images (PNG, JPEG, PGM, .npy)", predict_options, {}),
@@ -139,6 +191,9 @@ COMMANDS = {
     "samples": ("labelled samples collected by serve --collect, as training data", samples_options, {}),
     "serve": ("the model as an HTTP service: API, page, metrics (needs [serve]; serve --help)", serve_options,
               {"add_help": False, "prefix_chars": "\0"}),
+    "install": ("install a signed bundle: gate, switch, probation, rollback (needs [install])", install_options, {}),
+    "status": ("the installed versions, the current one, the last install's outcome", status_options, {}),
+    "rollback": ("switch back to the previous installed version and restart the service", rollback_options, {}),
 }
 
 
