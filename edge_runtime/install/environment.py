@@ -53,16 +53,35 @@ def run_quietly(command, what):
     return result
 
 
+def outer_pip():
+    """True when this interpreter's pip can install into another environment (`pip --python`, pip 22.3+).
+
+    Then the version's venv is made without a pip of its own: ensurepip takes seconds to minutes
+    on a Pi and 25 MB a version, for a pip the version never runs.
+    """
+    import importlib.metadata
+
+    try:
+        major, minor = (int(part) for part in importlib.metadata.version("pip").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (22, 3)
+
+
 def make_environment(version_dir, wheel_path, recipe):
     """Create VERSION/venv and install `wheel_path` into it as `recipe` says.
 
     Raises: InstallError or DiskFullError naming the step, with pip's or venv's last line.
     """
     venv = pathlib.Path(version_dir) / store.VENV_DIR
-    create = [recipe.python, "-m", "venv", *(["--system-site-packages"] if recipe.system_site_packages else []), str(venv)]
+    borrow_pip = outer_pip()
+    create = [recipe.python, "-m", "venv", *(["--system-site-packages"] if recipe.system_site_packages else []),
+              *(["--without-pip"] if borrow_pip else []), str(venv)]
     run_quietly(create, f"creating {venv}")
     requirement = f"{wheel_path}[{recipe.extras}]" if recipe.extras else str(wheel_path)
-    pip = [str(python_of(version_dir)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+    pip_program = ([sys.executable, "-m", "pip", "--python", str(python_of(version_dir))] if borrow_pip
+                   else [str(python_of(version_dir)), "-m", "pip"])
+    pip = [*pip_program, "install", "--quiet", "--disable-pip-version-check",
            *(["--no-deps"] if recipe.no_deps else []), *recipe.pip_options, requirement]
     run_quietly(pip, f"pip install {pathlib.Path(wheel_path).name} into {venv}")
 
