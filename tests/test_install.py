@@ -355,3 +355,14 @@ def test_a_disk_that_fills_while_unpacking_removes_the_half_version(bundles, tmp
     finally:
         subprocess.run(["umount", str(small)], check=True)
     assert left == []
+
+
+def test_a_restart_that_fails_after_the_switch_rolls_back(device_with_first, bundles):
+    device = device_with_first
+    result = subprocess.run(device.command("install", str(bundles["second"]), "--no-deps", "--extras", "",
+                                           "--restart-command", "false", service=False),
+                            env=device.environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 4, result.stderr
+    assert log_lines(result)[-1] == (f"mnist-edge install: rolled back to {identity_of(bundles['first'])}: "
+                                     "restart (false) failed with status 1: no output")
+    assert device.status()["current"] == identity_of(bundles["first"])

@@ -8,7 +8,7 @@ import sys
 from conftest import REPO_ROOT, require
 
 UNIT = REPO_ROOT / "export" / "mnist-edge.service"
-INSTALLED_COMMAND = "/opt/mnist-edge/venv/bin/mnist-edge"
+INSTALLED_COMMAND = "/opt/mnist-edge/current/venv/bin/mnist-edge"  # the version `mnist-edge install` made current
 
 
 def read_unit(text):
@@ -40,5 +40,5 @@ def test_the_unit_runs_unprivileged_restarts_on_failure_and_takes_a_bundle_path(
     assert service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == "3"  # a failed self-check is not retried
     assert service["ExecStart"].startswith(f"{INSTALLED_COMMAND} serve ${{MNIST_EDGE_BUNDLE}}")
-    assert "\nEnvironment=MNIST_EDGE_BUNDLE=/opt/mnist-edge/mnist-edge-bundle\n" in UNIT.read_text()
+    assert "\nEnvironment=MNIST_EDGE_BUNDLE=/opt/mnist-edge/current/bundle\n" in UNIT.read_text()
     assert "--host 127.0.0.1" in UNIT.read_text()  # loopback unless the owner says otherwise

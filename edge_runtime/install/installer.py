@@ -127,7 +127,11 @@ def install(bundle, settings, say=log):
         versions.write_state(current=name, previous=previous,
                              last=outcome(name, bundle, "probation", f"switched from {previous or 'no version'}"))
         say(f"switched current to {name} (was {previous or 'none'})")
-        if not restart_service(settings, say):
+        try:
+            restarted = restart_service(settings, say)
+        except environment.InstallError as error:
+            return roll_back_after(versions, name, previous, bundle, settings, str(error), say)
+        if not restarted:
             say("no systemd and no --restart-command: the service was not restarted, so no probation")
             return finish(versions, name, previous, bundle, settings, "switched; nothing restarted, no probation", say)
         say(f"probation: {settings.probation_settings.seconds:g} s on {settings.probation_settings.service_url}")
@@ -179,8 +183,11 @@ def roll_back_after(versions, name, previous, bundle, settings, reason, say):
     versions.switch(previous)
     versions.write_state(current=previous, previous=name, last=outcome(name, bundle, "rolled-back", reason))
     checkpoint("rolled-back")
-    restart_service(settings, lambda line: None)
     say(f"rolled back to {previous}: {reason}")
+    try:
+        restart_service(settings, lambda line: None)
+    except environment.InstallError as error:
+        say(f"warning: {error}")
     return EXIT_ROLLED_BACK
 
 
