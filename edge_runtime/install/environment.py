@@ -108,7 +108,9 @@ def run_gate(version_dir, eval_options=()):
     bundle = pathlib.Path(version_dir) / store.BUNDLE_DIR
     result = subprocess.run([str(python_of(version_dir)), "-m", "edge_runtime", "eval", str(bundle), *eval_options],
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    failures = tuple(line.strip() for line in result.stderr.splitlines()
-                     if line.startswith(("FAILED:", "error:")) or (result.returncode and "Error" in line))
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    failures = tuple(line for line in lines if line.startswith(("FAILED:", "error:")))
+    if result.returncode and not failures and lines:  # not eval's own words (a crash): its last line
+        failures = (lines[-1],)
     return GateResult(passed=result.returncode == 0, status=result.returncode, failure_lines=failures,
                       table=result.stdout)

@@ -117,6 +117,7 @@ def install(bundle, settings, say=log):
             say(f"refused at the gate, {previous or 'no version'} stays current: {gate.reason}")
             versions.write_state(last=outcome(name, bundle, "refused-at-gate", gate.reason))
             return errors.EXIT_FAILED_CHECK
+        say(f"gate passed: eval's check holds for {name} on this device")
         if fresh:
             versions.mark_finished(name, {"identity": name, "installed_at": store.now(), "bundle": str(bundle),
                                           "created": archive.manifest.document.get("created"),
