@@ -367,3 +367,25 @@ def test_a_restart_that_fails_after_the_switch_rolls_back(device_with_first, bun
         f"mnist-edge install: rolled back to {identity_of(bundles['first'])}: restart (false) failed with status 1: no output",
         "mnist-edge install: warning: restart (false) failed with status 1: no output"]  # the restart after it
     assert device.status()["current"] == identity_of(bundles["first"])
+
+
+def test_with_the_numpy_engine_alone_probation_checks_readiness_only(tmp_path, keys, dependencies, bundles, agreement_images):
+    """As on an ARMv6 Pi: no interpreter installed, so no float model runs and nothing is shadowed."""
+    numpy_only = tmp_path / "numpy-only"
+    numpy_only.mkdir()
+    for entry in dependencies.iterdir():
+        if not entry.name.lower().startswith(("ai_edge_litert", "onnxruntime", "tensorflow", "tflite", "keras")):
+            (numpy_only / entry.name).symlink_to(entry.resolve())
+    device = Device(tmp_path / "device", keys, numpy_only)
+    try:
+        installing = device.start_install(bundles["first"])
+        info = device.serving()
+        assert info is not None and info["backend"] == "numpy" and info["live"]["reference"] is None
+        feed(device, agreement_images[1][:5])  # disagreements of LiteRT's int8 and float: nothing to compare here
+        _, errors = installing.communicate(timeout=120)
+    finally:
+        device.stop_service()
+    assert installing.returncode == 0, errors
+    assert errors.strip().splitlines()[-1] == (
+        f"mnist-edge install: installed {identity_of(bundles['first'])}: ready for {PROBATION_SECONDS} s; no shadow "
+        "agreement on this device (no float reference it can run): readiness checked only")
