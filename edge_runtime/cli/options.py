@@ -156,7 +156,7 @@ def install_options(install):
                          help="where the service answers, for probation (default http://127.0.0.1:8080)")
     install.add_argument("--probation-seconds", type=checked(float, lambda value: math.isfinite(value) and value >= 0,
                                                              "a number of seconds >= 0"), default=600.0,
-                         help="how long the new version must prove itself on live traffic (default 600)")
+                         help="how long the new version must prove itself on live traffic (default 600; 0: no probation)")
     install.add_argument("--token-file", type=pathlib.Path, default=None,
                          help="the service's token, when it was started with --token-file")
     recipe = install.add_argument_group("the version's Python environment (a venv per version)")

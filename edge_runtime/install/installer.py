@@ -135,6 +135,8 @@ def install(bundle, settings, say=log):
         if not restarted:
             say("no systemd and no --restart-command: the service was not restarted, so no probation")
             return finish(versions, name, previous, bundle, settings, "switched; nothing restarted, no probation", say)
+        if settings.probation_settings.seconds == 0:
+            return finish(versions, name, previous, bundle, settings, "restarted; no probation (--probation-seconds 0)", say)
         say(f"probation: {settings.probation_settings.seconds:g} s on {settings.probation_settings.service_url}")
         verdict = probation.watch(settings.probation_settings, {entry.sha256 for entry in archive.manifest.files.values()}, say)
         checkpoint("probation")
