@@ -267,18 +267,22 @@ def test_allow_unsigned_installs_and_says_so(device, bundles):
                                     "not checked (for development only)")
 
 
-CHECKPOINTS = ("locked", "unpacking", "unpacked", "environment", "gated", "finished", "switching", "switched")
+# Each install step, in order, and the options that make the install reach it: "rolled-back" is
+# reached through a restart command that fails, "pruning" by keeping one version.
+CHECKPOINTS = {"locked": (), "unpacking": (), "unpacked": (), "environment": (), "gated": (), "finished": (),
+               "switching": (), "switched": (), "rolled-back": ("--restart-command", "false"),
+               "pruning": ("--keep", "1")}
 
 
-@pytest.mark.slow  # eight installs and eight re-installs: about 100 s
+@pytest.mark.slow  # ten installs and ten re-installs: about 120 s
 @pytest.mark.parametrize("checkpoint", CHECKPOINTS)
 def test_kill_9_at_each_step_leaves_the_old_or_the_new_version_current(device_with_first, bundles, checkpoint):
     device = device_with_first
     first, second = identity_of(bundles["first"]), identity_of(bundles["second"])
-    killed = device.install(bundles["second"], service=False, kill_at=checkpoint)
+    killed = device.install(bundles["second"], *CHECKPOINTS[checkpoint], service=False, kill_at=checkpoint)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     current = os.readlink(device.root / "current")
-    expected = f"versions/{second}" if checkpoint == "switched" else f"versions/{first}"
+    expected = f"versions/{second}" if checkpoint in ("switched", "pruning") else f"versions/{first}"
     if checkpoint == "switching":  # the new link was made under a temporary name; not yet renamed
         assert list(device.root.glob(".current.*"))
     assert current == expected

@@ -172,7 +172,8 @@ def outcome(name, bundle, result, reason):
 
 def finish(versions, name, previous, bundle, settings, reason, say):
     versions.write_state(last=outcome(name, bundle, "installed", reason))
-    removed = versions.prune(settings.keep, protect={previous} if settings.keep >= 2 else set())
+    removed = versions.prune(settings.keep, protect={previous} if settings.keep >= 2 else set(),
+                             between=lambda: checkpoint("pruning"))
     say(f"installed {name}: {reason}" + (f"; removed old {', '.join(removed)}" if removed else ""))
     return 0
 

@@ -203,8 +203,11 @@ class Store:
         atomic_files.write_text_atomically(self.state_path, json.dumps(document, indent=2) + "\n")
         return document
 
-    def prune(self, keep, protect=()):
-        """Remove the oldest finished versions beyond `keep`, never the current one or `protect`; return the names removed."""
+    def prune(self, keep, protect=(), between=lambda: None):
+        """Remove the oldest finished versions beyond `keep`, never the current one or `protect`; return the names removed.
+
+        `between()` is called once a version is marked unfinished, before its files go (a checkpoint for the fault tests).
+        """
         current = self.current()
         finished = [name for name, _ in self.finished_versions()]
         removable = [name for name in finished if name != current and name not in protect]
@@ -213,6 +216,7 @@ class Store:
         for name in removable[:max(0, excess)]:
             # The mark goes first: a prune killed half-way leaves an unfinished directory, swept later.
             (self.version_dir(name) / FINISHED_MARK).unlink(missing_ok=True)
+            between()
             shutil.rmtree(self.version_dir(name), ignore_errors=True)
             removed.append(name)
         return removed
