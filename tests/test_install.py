@@ -290,6 +290,9 @@ def test_kill_9_at_each_step_leaves_the_old_or_the_new_version_current(device_wi
     # The lock died with the process; the next install sweeps the leftovers and completes.
     again = device.install(bundles["second"], service=False)
     assert again.returncode == 0, again.stderr
+    if checkpoint == "switched":  # the switch was made, probation never ran: the next install runs it
+        assert f"{second} is current, but its install stopped before probation ended: resuming there" in again.stderr
+    assert device.status()["last"]["outcome"] == "installed"
     assert os.readlink(device.root / "current") == f"versions/{second}"
     status = device.status()
     assert status["unfinished"] == [] and not list(device.root.glob(".current.*"))

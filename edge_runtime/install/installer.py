@@ -103,8 +103,7 @@ def install(bundle, settings, say=log):
         name, previous = archive.identity, versions.current()
         checkpoint("locked")
         if name == previous:
-            say(f"{name} is already current; nothing to do")
-            return 0
+            return already_current(versions, archive, bundle, settings, say)
         fresh = not versions.is_finished(name)
         if fresh:
             prepare_version(archive, versions, settings.recipe, say)
@@ -123,26 +122,45 @@ def install(bundle, settings, say=log):
                                           "created": archive.manifest.document.get("created"),
                                           "wheel": archive.wheel_name()})
         checkpoint("finished")
+        # The intent first: an install killed after the switch finds it, and finishes the probation.
+        versions.write_state(previous=previous, last=outcome(name, bundle, "switching", f"from {previous or 'no version'}"))
         versions.switch(name, between=lambda: checkpoint("switching"))
         checkpoint("switched")
-        versions.write_state(current=name, previous=previous,
-                             last=outcome(name, bundle, "probation", f"switched from {previous or 'no version'}"))
         say(f"switched current to {name} (was {previous or 'none'})")
-        try:
-            restarted = restart_service(settings, say)
-        except environment.InstallError as error:
-            return roll_back_after(versions, name, previous, bundle, settings, str(error), say)
-        if not restarted:
-            say("no systemd and no --restart-command: the service was not restarted, so no probation")
-            return finish(versions, name, previous, bundle, settings, "switched; nothing restarted, no probation", say)
-        if settings.probation_settings.seconds == 0:
-            return finish(versions, name, previous, bundle, settings, "restarted; no probation (--probation-seconds 0)", say)
-        say(f"probation: {settings.probation_settings.seconds:g} s on {settings.probation_settings.service_url}")
-        verdict = probation.watch(settings.probation_settings, {entry.sha256 for entry in archive.manifest.files.values()}, say)
-        checkpoint("probation")
-        if verdict.passed:
-            return finish(versions, name, previous, bundle, settings, verdict.reason, say)
-        return roll_back_after(versions, name, previous, bundle, settings, verdict.reason, say)
+        return restart_and_watch(versions, archive, bundle, previous, settings, say)
+
+
+def already_current(versions, archive, bundle, settings, say):
+    """The bundle's version is current: nothing to do, unless its install was killed before probation ended."""
+    state = versions.read_state()
+    last = state.get("last") or {}
+    if last.get("identity") == archive.identity and last.get("outcome") in ("switching", "probation"):
+        say(f"{archive.identity} is current, but its install stopped before probation ended: resuming there")
+        return restart_and_watch(versions, archive, bundle, state.get("previous"), settings, say)
+    say(f"{archive.identity} is already current; nothing to do")
+    return 0
+
+
+def restart_and_watch(versions, archive, bundle, previous, settings, say):
+    """After the switch: restart the service, run probation, then keep the version or roll back."""
+    name = archive.identity
+    versions.write_state(current=name, previous=previous,
+                         last=outcome(name, bundle, "probation", f"switched from {previous or 'no version'}"))
+    try:
+        restarted = restart_service(settings, say)
+    except environment.InstallError as error:
+        return roll_back_after(versions, name, previous, bundle, settings, str(error), say)
+    if not restarted:
+        say("no systemd and no --restart-command: the service was not restarted, so no probation")
+        return finish(versions, name, previous, bundle, settings, "switched; nothing restarted, no probation", say)
+    if settings.probation_settings.seconds == 0:
+        return finish(versions, name, previous, bundle, settings, "restarted; no probation (--probation-seconds 0)", say)
+    say(f"probation: {settings.probation_settings.seconds:g} s on {settings.probation_settings.service_url}")
+    verdict = probation.watch(settings.probation_settings, {entry.sha256 for entry in archive.manifest.files.values()}, say)
+    checkpoint("probation")
+    if verdict.passed:
+        return finish(versions, name, previous, bundle, settings, verdict.reason, say)
+    return roll_back_after(versions, name, previous, bundle, settings, verdict.reason, say)
 
 
 def prepare_version(archive, versions, recipe, say):
