@@ -399,7 +399,7 @@ def run_install(arguments):
     try:
         return installer.install(arguments.bundle, install_settings(arguments))
     except store.BusyError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {errors.one_line(error)}", file=sys.stderr)
         return installer.EXIT_BUSY
 
 
@@ -420,5 +420,5 @@ def run_rollback(arguments):
     try:
         return installer.rollback(install_settings(arguments))
     except store.BusyError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {errors.one_line(error)}", file=sys.stderr)
         return installer.EXIT_BUSY

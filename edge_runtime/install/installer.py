@@ -53,7 +53,7 @@ class InstallSettings:
 
 
 def log(message):
-    print(f"mnist-edge install: {message}", file=sys.stderr, flush=True)
+    print(f"mnist-edge install: {errors.one_line(message)}", file=sys.stderr, flush=True)
 
 
 def checkpoint(name):
