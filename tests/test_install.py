@@ -238,7 +238,7 @@ def test_install_switches_probation_passes_then_a_disagreeing_version_is_rolled_
                       f"{WINDOW} shadowed requests is below serve's threshold 99.00%"], errors
     assert os.readlink(device.root / "current") == f"versions/{first}"
     status = device.status()
-    assert status["current"] == first and status["last"]["outcome"] == "rolled-back"
+    assert status["current"] == first and status["last"]["outcome"] == "rolled-back" and status["rollbacks"] == 1
     assert "95.00%" in status["last"]["reason"]
     assert [version["identity"] for version in status["versions"]] == [first, second]
     # The service runs the first version again, restarted after the rollback.

@@ -203,7 +203,10 @@ def roll_back_after(versions, name, previous, bundle, settings, reason, say):
         versions.write_state(last=outcome(name, bundle, "failed-probation", reason))
         return EXIT_ROLLED_BACK
     versions.switch(previous)
-    versions.write_state(current=previous, previous=name, last=outcome(name, bundle, "rolled-back", reason))
+    # A counter that only grows, for a fleet's alert (docs/fleet.md: mnist_edge_rollbacks_total).
+    rollbacks = int(versions.read_state().get("rollbacks", 0)) + 1
+    versions.write_state(current=previous, previous=name, rollbacks=rollbacks,
+                         last=outcome(name, bundle, "rolled-back", reason))
     checkpoint("rolled-back")
     say(f"rolled back to {previous}: {reason}")
     try:
@@ -249,6 +252,7 @@ def status(settings):
                      for name, details in versions.finished_versions()],
         "unfinished": versions.unfinished_versions(),
         "last": state.get("last"),
+        "rollbacks": int(state.get("rollbacks", 0)),  # automatic ones, after a failed probation
     }
 
 
@@ -264,3 +268,4 @@ def print_status(document):
     last = document["last"]
     if last:
         print(f"last     {last['outcome']}: {last['identity']} at {last['time']}: {last['reason']}")
+    print(f"rollbacks {document['rollbacks']} after a failed probation, since the first install")
