@@ -213,6 +213,7 @@ def log_lines(result):
     return [line for line in result.stderr.splitlines() if line.startswith("mnist-edge install: ")]
 
 
+@pytest.mark.slow  # two installs with a real serve and two probations: about 45 s
 def test_install_switches_probation_passes_then_a_disagreeing_version_is_rolled_back(device, bundles, agreement_images):
     agreeing, disagreeing = agreement_images
     require(len(disagreeing) >= 1, "the untrained export's int8 and float models agree on every test image")
@@ -310,6 +311,7 @@ def test_a_second_install_at_the_same_time_refuses_in_one_line(device, bundles):
     assert not (device.root / "current").exists()
 
 
+@pytest.mark.slow  # three installs: about 25 s
 def test_rollback_by_hand_and_pruning_keep_the_newest(device, bundles, untrained_export, keys, tmp_path):
     third = build_signed_bundle(untrained_export, tmp_path / "third", keys, "2026-04-01T00:00:00+00:00")
     for bundle in (bundles["first"], bundles["second"], third):
@@ -377,6 +379,7 @@ def test_a_restart_that_fails_after_the_switch_rolls_back(device_with_first, bun
     assert device.status()["current"] == identity_of(bundles["first"])
 
 
+@pytest.mark.slow  # an install with a real serve and a probation: about 20 s
 def test_with_the_numpy_engine_alone_probation_checks_readiness_only(tmp_path, keys, dependencies, bundles, agreement_images):
     """As on an ARMv6 Pi: no interpreter installed, so no float model runs and nothing is shadowed."""
     numpy_only = tmp_path / "numpy-only"
