@@ -121,7 +121,7 @@ test: $(VENV_STAMP) test-device
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
 
-# The fast tests in a second venv holding only what a device installs (the edge and serve extras, at
+# The fast tests in a second venv holding only what a device installs (the edge, serve and install extras, at
 # the workstation lock's versions) and pytest: no TensorFlow, no onnxruntime. The runtime, engine,
 # pictures and serve tests read the bundle checked in under tests/fixtures/; a test that needs the
 # workstation skips, saying what it needs (MNIST_EDGE_DEVICE_TESTS lets it skip in CI too). pytest
@@ -131,7 +131,7 @@ DEVICE_STAMP := $(DEVICE_VENV)/.installed
 $(DEVICE_STAMP): requirements/workstation.lock pyproject.toml
 	test -x $(DEVICE_VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/workstation.lock \
-		".[edge,serve]" pytest
+		".[edge,serve,install]" pytest
 	touch $@
 
 test-device: $(DEVICE_STAMP)

@@ -2,9 +2,9 @@
 per version, eval as the gate, a real `serve` restarted by tests/service_manager.py, probation fed
 with real requests, kill -9 at every step, two installs at once, and a full disk.
 
-The bundles hold the untrained export (conftest's `untrained_export`, whose manifest accepts any
-int8 accuracy): seconds, not minutes. tests/test_install_proof.py does the same with trained
-models. Each version's venv gets the wheel with `--no-deps`, and its dependencies through
+The bundles hold the small trained export checked in under tests/fixtures/bundle (conftest's
+`fixture_bundle`): no TensorFlow, so these run in the device venv too (make test-device).
+tests/test_install_proof.py does the same with fully trained models. Each version's venv gets the wheel with `--no-deps`, and its dependencies through
 PYTHONPATH from this venv (a folder of links to its packages, mnist-edge left out): pip then
 installs the version's own edge_runtime in a second, and the gate and serve run that copy.
 """
@@ -71,7 +71,7 @@ def build_signed_bundle(export, scratch, keys, created=None, manifest_changes=No
 
 
 @pytest.fixture(scope="module")
-def bundles(untrained_export, tmp_path_factory, keys):
+def bundles(fixture_bundle, tmp_path_factory, keys):
     """Three signed bundles: `first` and `second` (two exports of the same files), and `gate_fails`,
     whose manifest claims a float accuracy of 99.9% with no tolerance: eval refuses it."""
     def claim_too_much(document):
@@ -82,7 +82,7 @@ def bundles(untrained_export, tmp_path_factory, keys):
     for name, created, changes in (("first", "2026-01-01T00:00:00+00:00", None),
                                    ("second", "2026-02-01T00:00:00+00:00", None),
                                    ("gate_fails", "2026-03-01T00:00:00+00:00", [claim_too_much])):
-        made[name] = build_signed_bundle(untrained_export, tmp_path_factory.mktemp(name), keys, created, changes)
+        made[name] = build_signed_bundle(fixture_bundle, tmp_path_factory.mktemp(name), keys, created, changes)
     return made
 
 
@@ -191,14 +191,14 @@ def device_with_first(device, first_installed):
 
 
 @pytest.fixture(scope="module")
-def agreement_images(untrained_export):
-    """Test images where the untrained export's int8 and float models agree, and where they do not."""
+def agreement_images(fixture_bundle):
+    """Test images where the fixture's int8 and float models agree, and where they do not."""
     from edge_runtime import Classifier
 
-    with np.load(untrained_export / "test_set.npz") as archive:
+    with np.load(fixture_bundle / "test_set.npz") as archive:
         images = archive["x_test"]
-    int8 = Classifier.load(untrained_export / "model_int8.tflite").predict(images).labels
-    float_ = Classifier.load(untrained_export / "model_f32.tflite").predict(images).labels
+    int8 = Classifier.load(fixture_bundle / "model_int8.tflite").predict(images).labels
+    float_ = Classifier.load(fixture_bundle / "model_f32.tflite").predict(images).labels
     return images[int8 == float_], images[int8 != float_]
 
 
@@ -216,7 +216,7 @@ def log_lines(result):
 @pytest.mark.slow  # two installs with a real serve and two probations: about 45 s
 def test_install_switches_probation_passes_then_a_disagreeing_version_is_rolled_back(device, bundles, agreement_images):
     agreeing, disagreeing = agreement_images
-    require(len(disagreeing) >= 1, "the untrained export's int8 and float models agree on every test image")
+    require(len(disagreeing) >= 1, "the fixture's int8 and float models agree on every test image")
     first, second = identity_of(bundles["first"]), identity_of(bundles["second"])
 
     installing = device.start_install(bundles["first"])
@@ -312,8 +312,8 @@ def test_a_second_install_at_the_same_time_refuses_in_one_line(device, bundles):
 
 
 @pytest.mark.slow  # three installs: about 25 s
-def test_rollback_by_hand_and_pruning_keep_the_newest(device, bundles, untrained_export, keys, tmp_path):
-    third = build_signed_bundle(untrained_export, tmp_path / "third", keys, "2026-04-01T00:00:00+00:00")
+def test_rollback_by_hand_and_pruning_keep_the_newest(device, bundles, fixture_bundle, keys, tmp_path):
+    third = build_signed_bundle(fixture_bundle, tmp_path / "third", keys, "2026-04-01T00:00:00+00:00")
     for bundle in (bundles["first"], bundles["second"], third):
         result = device.install(bundle, "--keep", "2", service=False)
         assert result.returncode == 0, result.stderr
