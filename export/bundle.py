@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -36,8 +37,12 @@ SERVICE_UNIT = pathlib.Path(__file__).resolve().parent / "mnist-edge.service"
 def build_wheel(destination):
     """Build the mnist-edge wheel (edge_runtime only) into `destination`; return its path.
 
-    Raises: RuntimeError when pip fails or the wheel holds anything but edge_runtime.
+    Raises: RuntimeError when pip fails, or the wheel holds anything but edge_runtime's files as they
+    are in this checkout.
     """
+    # setuptools builds in the checkout's build/ and packs whatever build/lib holds: a module since
+    # deleted from edge_runtime would still ship. That folder is setuptools' scratch space (ignored by git).
+    shutil.rmtree(REPO_ROOT / "build", ignore_errors=True)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(destination), str(REPO_ROOT)],
         capture_output=True, text=True,
@@ -49,8 +54,12 @@ def build_wheel(destination):
     with zipfile.ZipFile(wheels[0]) as wheel:
         foreign = [name for name in wheel.namelist()
                    if not name.startswith(("edge_runtime/", "mnist_edge-"))]
+        stale = [name for name in wheel.namelist()
+                 if name.startswith("edge_runtime/") and not (REPO_ROOT / name).is_file()]
     if foreign:
         raise RuntimeError(f"{wheels[0].name}: holds files outside edge_runtime: {foreign[:5]}")
+    if stale:
+        raise RuntimeError(f"{wheels[0].name}: holds files this checkout does not have: {stale[:5]}")
     return wheels[0]
 
 
