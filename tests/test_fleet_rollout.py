@@ -52,6 +52,23 @@ def run_playbook(inventory_path, bundle, scratch):
                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def test_the_canary_group_goes_first_wherever_the_inventory_lists_it(tmp_path):
+    """Without a bundle the first host fails at once, and the rollout stops there: that host is the canary."""
+    require(shutil.which("ansible-playbook"), "the rollout needs ansible-playbook (Debian's ansible)")
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    document = {"all": {"children": {"wave1": {"hosts": {"pi-attic": local, "pi-hall": local}},
+                                     "canary": {"hosts": {"pi-kitchen": local}}}}}
+    path = tmp_path / "inventory.yml"
+    path.write_text(json.dumps(document))
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "local"), ANSIBLE_HOME=str(tmp_path / "home"))
+    result = subprocess.run(["ansible-playbook", "-i", str(path), str(PLAYBOOK)], env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert set(recap(result.stdout)) == {"pi-kitchen"} and recap(result.stdout)["pi-kitchen"]["failed"] == 1
+    assert "give the bundle: ansible-playbook ... -e bundle=artifacts/mnist-edge-bundle.tar.gz" in result.stdout
+
+
 def finish(process, record):
     output, _ = process.communicate(timeout=600)
     record.write_text(output)
@@ -107,11 +124,18 @@ def test_a_rollout_in_waves_reaches_every_host_and_stops_at_a_canary_that_fails(
         # 3. A bundle that passes the gate, fed disagreements on the canary during probation: rolled back there.
         old_service = canary.service_pid()
         process = run_playbook(path, third, tmp_path)
-        fed = threading.Thread(target=lambda: canary.serving(replacing=old_service) is not None
-                               and feed(canary, [*agreeing[:WINDOW - 1], disagreeing[0]]))
-        fed.start()
+        fed = []
+
+        def feed_the_new_version():
+            if canary.serving(replacing=old_service) is not None:
+                feed(canary, [*agreeing[:WINDOW - 1], disagreeing[0]])
+                fed.append(WINDOW)
+
+        feeding = threading.Thread(target=feed_the_new_version)
+        feeding.start()
         returncode, output = finish(process, tmp_path / "run-rollback.txt")
-        fed.join()
+        feeding.join()
+        assert fed == [WINDOW], "the canary's new serve never answered, or a request to it failed"
         assert returncode == 2, output
         assert set(recap(output)) == {HOSTS[0]} and recap(output)[HOSTS[0]]["failed"] == 1, output
         assert (f"mnist-edge install exited 4: mnist-edge install: rolled back to {second}: int8-float agreement "
