@@ -85,7 +85,7 @@ def recap(output):
     return counters
 
 
-@pytest.mark.slow  # three rollouts, five installs with a real serve and probation: about 100 s
+@pytest.mark.slow  # three rollouts, five installs with a real serve and probation: about 120 s with its fixtures
 def test_a_rollout_in_waves_reaches_every_host_and_stops_at_a_canary_that_fails(
         tmp_path, keys, dependencies, bundles, first_installed, agreement_images, fixture_bundle):
     require(shutil.which("ansible-playbook"), "the rollout needs ansible-playbook (Debian's ansible)")
