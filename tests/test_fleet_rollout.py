@@ -9,6 +9,7 @@ but the canary is fed disagreeing images during its probation. Every host starts
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,39 @@ def test_the_canary_group_goes_first_wherever_the_inventory_lists_it(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert set(recap(result.stdout)) == {"pi-kitchen"} and recap(result.stdout)["pi-kitchen"]["failed"] == 1
     assert "give the bundle: ansible-playbook ... -e bundle=artifacts/mnist-edge-bundle.tar.gz" in result.stdout
+
+
+STAND_IN = REPO_ROOT / "tests" / "installer_stand_in.py"
+
+
+@pytest.mark.slow  # five hosts in three waves: about 9 s on the loaded 2-core machine, too much for test-fast
+def test_waves_of_the_example_inventory_and_a_failure_in_the_second_stops_the_third(tmp_path):
+    """The example inventory's five hosts with a stand-in installer: waves of 1, 2 and 2, and an exit 4
+    on pi-hall (second wave) ends the rollout after that wave: pi-shed and pi-attic are never installed."""
+    require(shutil.which("ansible-playbook"), "the rollout needs ansible-playbook (Debian's ansible)")
+    (tmp_path / "b.tar.gz").write_bytes(b"a bundle")
+    (tmp_path / "b.tar.gz.sig").write_bytes(b"its signature")
+    (tmp_path / "pi-hall").mkdir()
+    (tmp_path / "pi-hall" / "exit-status").write_text("4")
+    host_vars = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+                 "bundle": str(tmp_path / "b.tar.gz"), "mnist_edge_root": str(tmp_path) + "/{{ inventory_hostname }}",
+                 "mnist_edge_command": [sys.executable, str(STAND_IN)]}
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "local"), ANSIBLE_HOME=str(tmp_path / "home"))
+    result = subprocess.run(["ansible-playbook", "-i", str(REPO_ROOT / "deploy" / "ansible" / "inventory.example.yml"),
+                             str(PLAYBOOK), "-e", json.dumps(host_vars)], env=environment, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    waves = [sorted(set(re.findall(r"^ok: \[([\w-]+)\] =>", play, re.MULTILINE)))
+             for play in result.stdout.split("PLAY [")[1:]]
+    assert waves == [["pi-kitchen"], ["pi-garage", "pi-hall"]], result.stdout
+    assert recap(result.stdout)["pi-hall"]["failed"] == 1 and recap(result.stdout)["pi-garage"]["failed"] == 0
+    installed = sorted(path.parent.name for path in tmp_path.glob("*/installs.log"))
+    assert installed == ["pi-garage", "pi-hall", "pi-kitchen"]
+    assert "pi-hall: mnist-edge install exited 4: mnist-edge install: stand-in exits 4" in result.stdout
+    arguments = (tmp_path / "pi-garage" / "installs.log").read_text().split()
+    assert arguments[arguments.index("--service-url") + 1] == "http://127.0.0.1:8081"  # pi-garage's own port
+    assert arguments[arguments.index("--service-unit") + 1] == "mnist-edge.service"  # no restart command: systemd
 
 
 def finish(process, record):
