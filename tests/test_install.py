@@ -243,8 +243,16 @@ def test_install_switches_probation_passes_then_a_disagreeing_version_is_rolled_
     assert status["current"] == first and status["last"]["outcome"] == "rolled-back" and status["rollbacks"] == 1
     assert "95.00%" in status["last"]["reason"]
     assert [version["identity"] for version in status["versions"]] == [first, second]
-    # The service runs the first version again, restarted after the rollback.
+    # The service runs the first version again, restarted after the rollback, and tells the fleet.
     assert device.serving(replacing=old_service) is not None
+    assert "mnist_edge_rollbacks_total 1.0" in metrics_text(device).splitlines()
+
+
+def metrics_text(device):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{device.port}/metrics", timeout=30) as response:
+        return response.read().decode()
 
 
 def test_a_failed_gate_leaves_current_untouched_with_evals_line(device_with_first, bundles):

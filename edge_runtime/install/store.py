@@ -247,6 +247,16 @@ class Store:
             handle.close()
 
 
+def root_of_bundle(bundle_dir):
+    """The install root that `bundle_dir` was installed under (ROOT/versions/<identity>/bundle,
+    reached directly or through ROOT/current), or None for a bundle unpacked anywhere else."""
+    bundle = pathlib.Path(bundle_dir).resolve()
+    root = bundle.parent.parent.parent
+    if bundle.name == BUNDLE_DIR and bundle.parent.parent.name == VERSIONS and (root / VERSIONS).is_dir():
+        return root
+    return None
+
+
 def sync_directory(path):
     """fsync a directory, so the renames in it survive a power loss."""
     descriptor = os.open(path, os.O_RDONLY)

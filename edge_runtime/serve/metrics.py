@@ -73,9 +73,30 @@ class Metrics:
         /metrics and /api/info show the same figures."""
         self.registry.register(LiveCollector(snapshot))
 
+    def watch_rollbacks(self, count):
+        """Publish `count()`, the automatic rollbacks the install root's state file records, read at
+        each scrape: `mnist-edge install` writes it, this process only shows it to the fleet."""
+        self.registry.register(RollbackCollector(count))
+
     def exposition(self):
         """Return (body bytes, content type) in Prometheus' text format."""
         return prometheus_client.generate_latest(self.registry), prometheus_client.CONTENT_TYPE_LATEST
+
+
+class RollbackCollector:
+    """mnist_edge_rollbacks_total: automatic rollbacks on this device, as `mnist-edge install` counted them."""
+
+    def __init__(self, count):
+        self.count = count
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        rollbacks = core.CounterMetricFamily(
+            "mnist_edge_rollbacks", "Automatic rollbacks after a failed probation, since the first install.")
+        rollbacks.add_metric([], self.count())
+        yield rollbacks
 
 
 class LiveCollector:

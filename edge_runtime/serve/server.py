@@ -20,6 +20,7 @@ import sys
 import time
 
 from edge_runtime import errors, manifest
+from edge_runtime.install import store
 
 EXIT_FAILED_CHECK = 3  # the same status as `eval`
 
@@ -211,6 +212,10 @@ def main(argv):
     counters.record_self_check(check)
     checks = live_checks(config, served, live)
     counters.watch_live(checks.snapshot)
+    install_root = store.root_of_bundle(config.bundle)
+    if install_root is not None:  # installed by `mnist-edge install`: its rollbacks are the fleet's business
+        versions = store.Store(install_root)
+        counters.watch_rollbacks(lambda: int(versions.read_state().get("rollbacks", 0)))
     application = app.Application(served, app.Settings(token=token, probes_need_token=config.probes_need_token,
                                                        max_body_bytes=config.max_body_bytes), counters, check, checks,
                                   access_log=log if config.access_log else None)
