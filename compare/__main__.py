@@ -130,7 +130,7 @@ def main(argv=None):
     print(f"Wrote {output_dir / 'report.md'} (and report.json, PNGs) — {len(text.splitlines())} lines")
     for failure in summary["gate"]["failures"]:
         print(f"FAILED: {failure}", file=sys.stderr)
-    return 0 if summary["gate"]["passed"] else 3
+    return 0 if summary["gate"]["passed"] else errors.EXIT_FAILED_CHECK
 
 
 if __name__ == "__main__":

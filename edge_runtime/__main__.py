@@ -1,4 +1,4 @@
-"""`python -m edge_runtime`: see edge_runtime/cli.py for the commands."""
+"""`python -m edge_runtime`: see edge_runtime/cli/main.py for the commands."""
 
 import sys
 

@@ -196,7 +196,7 @@ def reference_failures(manifest, reference):
     Both within that same margin, which leaves room for float rounding on another CPU.
     Returns one message per broken figure (an edited manifest, or a changed reference file).
     """
-    margin = 1.0 - float(manifest.document["tolerances"].get("float_min_agreement", 0.999))
+    margin = 1.0 - manifest.float_min_agreement
     recorded = manifest.files[reference.model].test_accuracy
     messages = []
     if abs(reference.accuracy - recorded) > margin + 1e-12:

@@ -137,8 +137,8 @@ class Manifest:
     """A parsed, checked manifest.json. Build it with `read_manifest` or `Manifest.parse`."""
 
     __slots__ = ("path", "document", "classes", "class_names_source", "input_shape", "preparation",
-                 "polarity", "float_accuracy", "tolerance_points", "calibration", "data_source", "files",
-                 "top1_edges")
+                 "polarity", "float_accuracy", "tolerance_points", "float_min_agreement", "calibration", "data_source",
+                 "files", "top1_edges")
 
     @classmethod
     def parse(cls, document, source="manifest"):
@@ -176,6 +176,10 @@ class Manifest:
         tolerances = top.child("tolerances")
         self.tolerance_points = tolerances.get("int8_max_accuracy_drop_points", lambda v: _is_number(v) and v >= 0,
                                                "must be a non-negative number")
+        # The share of test images on which a float export had to agree with the source model: the
+        # margin a float reference run on the device may differ from its recorded figures.
+        self.float_min_agreement = tolerances.get("float_min_agreement", lambda v: _is_number(v) and 0 <= v <= 1,
+                                                  "must be a number in [0, 1]")
         self.calibration = top.child("calibration").value
         top.child("calibration").get("images", _is_count, "must be a positive integer")
         top.child("calibration").get("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer")

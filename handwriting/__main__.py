@@ -7,13 +7,13 @@ import pathlib
 import shutil
 import sys
 
-EXIT_BELOW_FLOOR = 3
+from edge_runtime import errors
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m handwriting", description=__doc__.splitlines()[0])
     parser.add_argument("--artifacts", type=pathlib.Path, default=pathlib.Path("artifacts"))
-    parser.add_argument("--model", type=pathlib.Path, default=None, help="default: ARTIFACTS/model_int8.tflite")
+    parser.add_argument("--model", type=pathlib.Path, default=None, help="default: the int8 model ARTIFACTS/manifest.json lists")
     parser.add_argument("--set-dir", type=pathlib.Path, default=None,
                         help="default: ARTIFACTS/handwriting (written if missing; a folder with your own "
                              "labels.csv (file,label,style,writer) is evaluated as it is)")
@@ -59,15 +59,15 @@ def ensure_set(directory, seed, per_digit):
 
 def main(argv=None):
     arguments = parse_args(argv)
-    from edge_runtime import errors
+    from edge_runtime import bundle
     from edge_runtime.classifier import Classifier
     from handwriting import evaluate, generate
 
     seed = generate.DEFAULT_SEED if arguments.seed is None else arguments.seed
     per_digit = generate.DEFAULT_PER_DIGIT if arguments.per_digit is None else arguments.per_digit
     set_dir = arguments.set_dir or arguments.artifacts / "handwriting"
-    model_path = arguments.model or arguments.artifacts / "model_int8.tflite"
     try:
+        model_path = arguments.model or bundle.open_target(arguments.artifacts).model
         ensure_set(set_dir, seed, per_digit)
         model = Classifier.load(model_path)
     except (FileNotFoundError, errors.EdgeRuntimeError) as error:
@@ -88,10 +88,10 @@ def main(argv=None):
     if 100 * overall["candidate_accuracy"] < arguments.min_accuracy:
         print(f"error: predict's accuracy {100 * overall['candidate_accuracy']:.1f}% is below the floor "
               f"{arguments.min_accuracy:.1f}%", file=sys.stderr)
-        return EXIT_BELOW_FLOOR
+        return errors.EXIT_FAILED_CHECK
     if arguments.min_accuracy and overall["candidate_accuracy"] < overall["reference_accuracy"]:
         print("error: predict is less accurate than the reference preparation", file=sys.stderr)
-        return EXIT_BELOW_FLOOR
+        return errors.EXIT_FAILED_CHECK
     return 0
 
 

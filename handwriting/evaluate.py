@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 
 from edge_runtime import errors, statistics
-from edge_runtime.pictures import preparation
+from edge_runtime.pictures import digit, preparation
 from handwriting import generate, reference
 
 
@@ -32,8 +32,9 @@ class Result:
 
 
 def prepare_all(directory, samples, prepare, progress=None):
-    """Run `prepare(path)` on every sample: (images (N, 28, 28) float32, refused (N,) bool)."""
-    prepared = np.zeros((len(samples), 28, 28), dtype=np.float32)
+    """Run `prepare(path)` on every sample: (images (N, side, side) float32 in MNIST's frame, refused (N,) bool)."""
+    side = digit.FRAME_SIDE
+    prepared = np.zeros((len(samples), side, side), dtype=np.float32)
     refused = np.zeros(len(samples), dtype=bool)
     for index, sample in enumerate(samples):
         try:

@@ -6,11 +6,13 @@ steps the MNIST paper describes, with nothing tuned. `predict` should be at leas
 
 import numpy as np
 
+from edge_runtime.pictures.digit import FRAME_SIDE
+
 WEAK_INK = 0.3  # ink below this fraction of the strongest is paper texture, noise or halo
 
 
 def prepare(path):
-    """A file (anything Pillow reads) → float32 (28, 28) in [0, 1], light digit on black."""
+    """A file (anything Pillow reads) → float32 (FRAME_SIDE, FRAME_SIDE), MNIST's frame, in [0, 1], light digit on black."""
     from PIL import Image
 
     with Image.open(path) as image:
@@ -26,10 +28,10 @@ def prepare(path):
     scale = 20 / max(ink.shape)
     size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
     digit = np.clip(np.asarray(Image.fromarray(ink).resize(size, Image.LANCZOS)), 0.0, 1.0)
-    frame = np.zeros((28, 28), dtype=np.float32)
-    top, left = (28 - digit.shape[0]) // 2, (28 - digit.shape[1]) // 2
+    frame = np.zeros((FRAME_SIDE, FRAME_SIDE), dtype=np.float32)
+    top, left = (FRAME_SIDE - digit.shape[0]) // 2, (FRAME_SIDE - digit.shape[1]) // 2
     frame[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     row_indices, column_indices = np.indices(frame.shape)
-    shift_rows = int(round(14 - (row_indices * frame).sum() / frame.sum()))
-    shift_columns = int(round(14 - (column_indices * frame).sum() / frame.sum()))
+    shift_rows = int(round(FRAME_SIDE / 2 - (row_indices * frame).sum() / frame.sum()))
+    shift_columns = int(round(FRAME_SIDE / 2 - (column_indices * frame).sum() / frame.sum()))
     return np.roll(frame, (shift_rows, shift_columns), axis=(0, 1))

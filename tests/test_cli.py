@@ -19,6 +19,14 @@ def test_train_refuses_a_corrupt_dataset_in_one_line(tmp_path):
     assert not (tmp_path / "model.keras").exists()
 
 
-def test_train_refuses_zero_epochs(tmp_path):
+def test_train_refuses_zero_epochs_as_a_bad_option(tmp_path):
     result = run_cli("-m", "train", "--epochs", "0", "--output-dir", str(tmp_path))
-    assert result.returncode == 1 and "epochs must be at least 1, got 0" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr == "error: python -m train: argument --epochs: must be a positive integer, got 0\n"
+
+
+def test_train_shows_its_options_with_their_defaults():
+    result = run_cli("-m", "train", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps to the terminal's width
+    assert "passes over the training images (default: 3)" in text and "(default: 1337)" in text

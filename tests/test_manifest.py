@@ -20,7 +20,7 @@ def valid_document():
         "preparation": {"name": "plain", "polarity": "light-on-dark"},
         "data": {"source": "/data/fashion"},
         "calibration": {"images": 300, "seed": 0},
-        "tolerances": {"int8_max_accuracy_drop_points": 0.5},
+        "tolerances": {"int8_max_accuracy_drop_points": 0.5, "float_min_agreement": 0.999},
         "files": {
             "model_int8.tflite": {"role": "int8-model", "sha256": SHA, "bytes": 10, "precision": "int8",
                                   "test_accuracy": 0.89},
@@ -39,6 +39,7 @@ def test_a_valid_manifest_gives_roles_classes_shape_and_tolerance():
     assert parsed.file_with_role(manifest.ROLE_FLOAT_REFERENCE) == "model_f32.tflite"
     assert parsed.file_with_role(manifest.ROLE_TEST_SET) == "test_set.npz"
     assert parsed.files["test_set.npz"].images == 500 and parsed.tolerance_points == 0.5
+    assert parsed.float_min_agreement == 0.999
 
 
 def mutate(path, value):
@@ -67,6 +68,8 @@ def mutate(path, value):
     (("source_model", "test_accuracy"), "0.98", "field 'source_model.test_accuracy' must be a number in \\[0, 1\\], got str"),
     (("source_model", "test_accuracy"), 98.6, "field 'source_model.test_accuracy' must be a number in \\[0, 1\\]"),
     (("tolerances", "int8_max_accuracy_drop_points"), -1, "must be a non-negative number"),
+    (("tolerances", "float_min_agreement"), KeyError, "field 'tolerances.float_min_agreement' is missing"),
+    (("tolerances", "float_min_agreement"), 99.9, "field 'tolerances.float_min_agreement' must be a number in \\[0, 1\\]"),
     (("files",), [], "field 'files' must be an object, got list"),
     (("files", "model_int8.tflite", "sha256"), KeyError, "field 'files.model_int8.tflite.sha256' is missing"),
     (("files", "model_int8.tflite", "role"), "model", "field 'files.model_int8.tflite.role' must be one of"),

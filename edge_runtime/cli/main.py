@@ -25,11 +25,20 @@ def parse_arguments(argv):
                                      **PREDICT_DEFAULTS)
     from edge_runtime.cli import options
 
-    return options.build_parser(argv[0] if argv and argv[0] in options.COMMANDS else None).parse_args(argv)
+    parser = options.build_parser(argv[0] if argv and argv[0] in options.COMMANDS else None)
+    arguments = parser.parse_args(argv)
+    options.check_together(parser, arguments)
+    return arguments
 
 
 def main(argv=None):
-    arguments = parse_arguments(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # what a newcomer types first: the commands, not an error
+        from edge_runtime.cli import options
+
+        print(options.build_parser().format_help(), end="")
+        return 0
+    arguments = parse_arguments(argv)
     handlers = {"predict": run_predict, "eval": run_eval, "bench": run_bench, "info": run_info,
                 "samples": run_samples, "serve": run_serve, "install": run_install, "status": run_status,
                 "rollback": run_rollback}
@@ -60,11 +69,19 @@ def load_classifier(arguments, path):
     return model
 
 
+def load_target(arguments, target):
+    """The Classifier for a bundle directory (its int8 model, by its manifest role) or a model file."""
+    from edge_runtime import bundle
+
+    return load_classifier(arguments, bundle.open_target(target, arguments.backend).model)
+
+
 def image_sources(items):
-    """Turn file, directory and '-' arguments into (name, path or bytes) pairs; stdin is read as bytes."""
+    """Turn file, directory and '-' arguments into (name, path or bytes) pairs, and one line per
+    argument that gives no image (an unlistable or empty directory); stdin is read as bytes."""
     from edge_runtime.pictures import decoding
 
-    sources = []
+    sources, problems = [], []
     for item in items:
         if item == "-":
             sources.append(("<stdin>", sys.stdin.buffer.read()))
@@ -74,90 +91,99 @@ def image_sources(items):
             try:
                 found = sorted(child for child in path.iterdir() if child.suffix.lower() in decoding.IMAGE_SUFFIXES)
             except OSError as error:
-                raise errors.InputError(f"{path}: cannot list directory: {error.strerror or error}") from None
+                problems.append(f"{path}: cannot list directory: {error.strerror or error}")
+                continue
             if not found:
-                raise errors.InputError(
+                problems.append(
                     f"{path}: directory holds no image files ({', '.join(sorted(decoding.IMAGE_SUFFIXES))})")
             sources.extend((str(child), child) for child in found)
         else:
             sources.append((str(path), path))
-    return sources
+    return sources, problems
+
+
+def prepare_each(sources, preparation_for_model):
+    """Prepare every source on its own: (float32 batch or None, names, one line per file refused)."""
+    import numpy as np
+
+    from edge_runtime.pictures import preparation
+
+    batches, names, problems = [], [], []
+    for name, source in sources:
+        try:
+            batch, batch_names = preparation.prepare_files([source], preparation_for_model, names=[name])
+        except errors.InputError as error:
+            problems.append(str(error))
+            continue
+        batches.append(batch)
+        names.extend(batch_names)
+    return (np.concatenate(batches) if batches else None), names, problems
 
 
 def run_predict(arguments):
+    """Classify every image; the good ones are printed, then one line per bad file (exit 1 if any)."""
+    from edge_runtime import records
     from edge_runtime.pictures import preparation
 
-    model = load_classifier(arguments, arguments.model)
-    sources = image_sources(arguments.images)
-    batch, names = preparation.prepare_files([source for _, source in sources], preparation.for_classifier(model),
-                                             names=[name for name, _ in sources])
-    predictions = model.predict(batch, name=names[0] if len(names) == 1 else "images")
-    top_labels, top_probabilities = predictions.top_k(min(arguments.top_k, predictions.probabilities.shape[1]))
-    classes = model.class_names
-    results = [
-        {
-            "file": name,
-            "label": int(labels[0]),
-            "class": classes[labels[0]],
-            "probability": float(probabilities[0]),
-            "top_k": [{"label": int(label), "class": classes[label], "probability": float(probability)}
-                      for label, probability in zip(labels, probabilities)],
-        }
-        for name, labels, probabilities in zip(names, top_labels, top_probabilities)
-    ]
+    model = load_target(arguments, arguments.model)
+    sources, problems = image_sources(arguments.images)
+    batch, names, refused = prepare_each(sources, preparation.for_classifier(model))
+    problems += refused
+    results = []
+    if batch is not None:
+        predictions = model.predict(batch, name=names[0] if len(names) == 1 else "images")
+        results = records.records(predictions, names, arguments.top_k)
     if arguments.json:
-        print(json.dumps({"model": str(arguments.model), "backend": model.backend.name,
-                          "classes": list(classes), "predictions": results}, indent=2))
-        return 0
-    width = max(len(result["file"]) for result in results)
-    for result in results:
-        alternatives = "  ".join(f"{entry['class']}:{entry['probability']:.3f}" for entry in result["top_k"][1:])
-        print(f"{result['file']:<{width}}  {result['class']} ({result['label']})  "
-              f"{result['probability']:.3f}  {alternatives}".rstrip())
-    return 0
+        print(json.dumps({"model": str(model.path), "backend": model.backend.name, "classes": list(model.class_names),
+                          "predictions": [result.as_dict() for result in results], "errors": problems}, indent=2))
+    elif results:
+        width = max(len(result.name) for result in results)
+        for result in results:
+            alternatives = "  ".join(f"{class_name}:{probability:.3f}" for _, class_name, probability in result.top_k[1:])
+            print(f"{result.name:<{width}}  {records.class_text(result.class_name, result.label)}  "
+                  f"{result.probability:.3f}  {alternatives}".rstrip())
+    sys.stdout.flush()
+    for problem in problems:
+        print(f"error: {errors.one_line(problem)}", file=sys.stderr)
+    return errors.EXIT_BAD_INPUT if problems else 0
 
 
-class Bundle:
-    """What `eval` works on: a directory with a manifest, the models to check, the reference, the test set."""
+def eval_models(target, allow_missing):
+    """What `eval` checks: (bundle directory, Manifest, model paths, notes). A directory's models are
+    the int8 models its manifest lists; a file is checked alone, against the manifest beside it.
 
-    def __init__(self, target, allow_missing):
-        self.directory = target if target.is_dir() else target.parent
-        self.manifest = manifest_module.read_manifest(self.directory / manifest_module.MANIFEST_NAME)
-        self.notes, self.missing = [], []
-        if target.is_dir():
-            listed = [self.directory / name for name in self.manifest.files_with_role(manifest_module.ROLE_INT8_MODEL)]
+    Raises: ModelFileError for listed files that are missing (unless `allow_missing`: then they are
+    noted and skipped), BackendUnavailableError when no installed interpreter runs any of them.
+    """
+    from edge_runtime import bundle
+
+    if not target.exists():
+        raise errors.ModelFileError(f"{target}: no such bundle directory or model file")
+    directory = target if target.is_dir() else target.parent
+    document = manifest_module.read_manifest(directory / manifest_module.MANIFEST_NAME)
+    if target.is_dir():
+        listed = [directory / name for name in document.files_with_role(manifest_module.ROLE_INT8_MODEL)]
+    else:
+        listed = [target]
+    missing = [path for path in listed if not path.exists()]
+    reference = document.file_with_role(manifest_module.ROLE_FLOAT_REFERENCE)
+    if reference is not None and not (directory / reference).is_file():
+        missing.append(directory / reference)
+    if missing and not allow_missing:
+        raise errors.ModelFileError(f"{bundle.missing_files_message(directory, missing)} (--allow-missing skips them)")
+    notes = [f"note: skipping {path.name}: listed in the manifest but missing" for path in missing]
+    models = []
+    for path in listed:
+        if path in missing:
+            continue
+        if bundle.runnable(path):
+            models.append(path)
         else:
-            listed = [target]
-        present = [path for path in listed if path.exists()]
-        self.missing = [path for path in listed if not path.exists()]
-        reference_name = self.manifest.file_with_role(manifest_module.ROLE_FLOAT_REFERENCE)
-        self.reference = None if reference_name is None else self.directory / reference_name
-        if self.reference is not None and not self.reference.exists():
-            self.missing.append(self.reference)
-            self.reference = None
-        if self.missing and not allow_missing:
-            names = ", ".join(path.name for path in self.missing)
-            raise errors.ModelFileError(
-                f"{self.directory}: {names} listed in the manifest but missing (--allow-missing skips them)")
-        for path in self.missing:
-            self.notes.append(f"note: skipping {path.name}: listed in the manifest but missing")
-        installed = set(backends.available_backends())
-        self.models = []
-        for path in present:
-            if installed & set(backends.interpreters_for(path)):
-                self.models.append(path)
-            else:
-                self.notes.append(f"note: skipping {path.name}: no interpreter for it is installed")
-        if not self.models:
-            raise errors.BackendUnavailableError(
-                f"{target}: no installed interpreter runs its models; 'pip install mnist-edge[edge]'")
-        # The numpy engine runs int8 models only: a float reference needs a real interpreter.
-        self.reference_backends = () if self.reference is None else tuple(
-            name for name in backends.interpreters_for(self.reference)
-            if name in installed and name not in backends.INT8_ONLY_BACKENDS)
-        if self.reference is not None and not self.reference_backends:
-            self.notes.append(f"note: no agreement with {self.reference.name}: no installed interpreter runs float models")
-            self.reference = None
+            notes.append(f"note: skipping {path.name}: no interpreter for it is installed")
+    if not models:
+        raise errors.BackendUnavailableError(
+            f"{target}: no installed interpreter runs its models; 'pip install mnist-edge[edge]'")
+    return directory, document, models, notes
 
 
 class Progress:
@@ -174,55 +200,36 @@ class Progress:
 
 
 def run_eval(arguments):
-    from edge_runtime import evaluation
+    from edge_runtime import self_check
 
-    bundle = Bundle(arguments.target, arguments.allow_missing)
-    document = bundle.manifest
-    tolerance = document.tolerance_points if arguments.tolerance is None else arguments.tolerance
-    for note in bundle.notes:
+    directory, document, paths, notes = eval_models(arguments.target, arguments.allow_missing)
+    for note in notes:
         print(note, file=sys.stderr)
-    if arguments.test_set is None:
-        test_set_name = document.file_with_role(manifest_module.ROLE_TEST_SET)
-        if test_set_name is None:
-            raise errors.ModelFileError(f"{bundle.directory}: the manifest names no test set; give --test-set")
-        images, labels = evaluation.load_test_set(bundle.directory / test_set_name, document.input_shape,
-                                                  document.num_classes, manifest=document)
-    else:
-        images, labels = evaluation.load_test_set(arguments.test_set, document.input_shape, document.num_classes)
-    float_labels, figure_failures = None, []
-    if bundle.reference is not None and bundle.reference not in bundle.models:
-        from edge_runtime.classifier import Classifier
-
-        # The forced backend runs the reference too when it can (a like-for-like device check).
-        forced = arguments.backend if arguments.backend in bundle.reference_backends else None
-        reference_model = Classifier.load(bundle.reference, backend=forced or bundle.reference_backends[0],
-                                          threads=arguments.threads,
-                                          check_integrity=not arguments.skip_integrity_check)
-        reference = evaluation.evaluate(reference_model, images, labels, document,
-                                        progress=Progress(bundle.reference.name, len(labels)))
-        float_labels = reference.labels
-        if arguments.test_set is None:  # the manifest's own, verified test set: its figures must hold
-            figure_failures = evaluation.reference_failures(document, reference)
-    results = []
-    for path in bundle.models:
-        model = load_classifier(arguments, path)
-        results.append(evaluation.evaluate(model, images, labels, document, float_labels=float_labels,
-                                           progress=Progress(path.name, len(labels))))
+    test = self_check.images_to_check(directory, document, arguments.test_set)
+    reference, note = self_check.load_reference(directory, document, arguments.backend, arguments.threads,
+                                                check_integrity=not arguments.skip_integrity_check,
+                                                allow_missing=True)  # a missing one was refused or noted above
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    models = [load_classifier(arguments, path) for path in paths]
+    verdict = self_check.check(models, reference, test, document, arguments.tolerance, arguments.strict,
+                               progress=Progress)
+    results = verdict.results
     if arguments.save_outputs:
         save_outputs(arguments.save_outputs, results)
-    failures = figure_failures + evaluation.failures(results, tolerance, arguments.strict)
     if arguments.json:
         from edge_runtime.cli import cold_start
 
         # The whole process's high-water mark: what a device needs to run this eval.
-        print(json.dumps({"tolerance_points": tolerance, "classes": list(document.classes),
+        print(json.dumps({"tolerance_points": verdict.tolerance_points, "classes": list(document.classes),
+                          "float_accuracy_source": verdict.float_accuracy_source,
                           "results": [result.as_dict(document.classes) for result in results],
-                          "passed": not failures, "peak_rss_mib": cold_start.peak_rss_kib() / 1024}, indent=2))
+                          "passed": verdict.passed, "peak_rss_mib": cold_start.peak_rss_kib() / 1024}, indent=2))
     else:
-        print_eval_table(results, tolerance, document.classes)
-    for failure in failures:
+        print_eval_table(results, verdict.tolerance_points, document.classes, verdict.float_accuracy_source)
+    for failure in verdict.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
-    return errors.EXIT_FAILED_CHECK if failures else 0
+    return errors.EXIT_FAILED_CHECK if verdict.failures else 0
 
 
 def save_outputs(directory, results):
@@ -243,8 +250,8 @@ def save_outputs(directory, results):
         raise errors.InputError(f"{directory}: cannot save outputs: {error.strerror or error}") from None
 
 
-def print_eval_table(results, tolerance, class_names):
-    from edge_runtime import evaluation
+def print_eval_table(results, tolerance, class_names, float_source):
+    from edge_runtime import evaluation, records
 
     def percent(value):
         return "-" if value is None else f"{100 * value:.2f}%"
@@ -262,11 +269,12 @@ def print_eval_table(results, tolerance, class_names):
             "pass" if passed else "FAIL",
         ))
     print_table(rows)
-    print(f"(change: accuracy against the float model in percentage points; tolerance {tolerance:.2f})")
+    print(f"(float: the float model's accuracy {float_source}; change: against it, in percentage points; "
+          f"tolerance {tolerance:.2f})")
     print()
     class_rows = [("class", *(result.model for result in results))]
     for index, name in enumerate(class_names):
-        class_rows.append((f"{name} ({index})", *(percent(result.per_class_accuracy[index]) for result in results)))
+        class_rows.append((records.class_text(name, index), *(percent(result.per_class_accuracy[index]) for result in results)))
     print_table(class_rows)
 
 
@@ -282,11 +290,11 @@ def run_bench(arguments):
     from edge_runtime import evaluation
     from edge_runtime.cli import benchmarking
 
-    model = load_classifier(arguments, arguments.model)
+    model = load_target(arguments, arguments.model)
     test_set = arguments.test_set
     if test_set is None and model.manifest is not None:
         name = model.manifest.file_with_role(manifest_module.ROLE_TEST_SET)
-        test_set = None if name is None else arguments.model.with_name(name)
+        test_set = None if name is None else model.path.with_name(name)
     if test_set is not None and test_set.is_file():
         images = evaluation.load_test_set(test_set, model.input_shape)[0][:2048]
     else:
@@ -299,7 +307,7 @@ def run_bench(arguments):
         return 0
     latency = result["latency_batch1_ms"]
     print(benchmarking.format_table([
-        ("model", f"{arguments.model} ({result['backend']}, {arguments.threads} thread(s))"),
+        ("model", f"{model.path} ({result['backend']}, {arguments.threads} thread(s))"),
         ("latency, batch 1", f"p50 {latency['p50']:.3f} ms  p90 {latency['p90']:.3f} ms  p99 {latency['p99']:.3f} ms"),
         (f"throughput, batch {arguments.batch_size}", f"{result['throughput_images_per_s']:,.0f} images/s"),
         ("cold start", f"{result['cold_start_s']:.3f} s (process start to first prediction)"),
@@ -311,9 +319,9 @@ def run_bench(arguments):
 def run_info(arguments):
     from edge_runtime.pictures import preparation
 
-    model = load_classifier(arguments, arguments.model)
+    model = load_target(arguments, arguments.model)
     document = model.manifest
-    entry = None if document is None else document.files.get(arguments.model.name)
+    entry = None if document is None else document.files.get(model.path.name)
     info = {
         **model.describe(),
         "manifest_entry": None if entry is None else entry.details,
@@ -365,9 +373,12 @@ def run_samples(arguments):
 
 
 def run_serve(arguments):
+    import dataclasses
+
     from edge_runtime.serve import server
 
-    return server.main(arguments.serve_arguments)
+    fields = {field.name for field in dataclasses.fields(server.ServeConfig)}
+    return server.main(server.ServeConfig(**{name: value for name, value in vars(arguments).items() if name in fields}))
 
 
 def install_settings(arguments):

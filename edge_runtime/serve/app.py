@@ -24,13 +24,10 @@ import time
 import urllib.parse
 import uuid
 
-import numpy as np
-
-from edge_runtime import errors
-from edge_runtime.serve import bodies
+from edge_runtime import errors, records
+from edge_runtime.serve import bodies, model
 
 LOGGER = logging.getLogger("mnist_edge.serve")
-DEFAULT_MAX_BODY_BYTES = 20_000_000
 MAX_BATCH = 256
 PREDICTION_IDS = "mnist_edge.prediction_ids"  # the environ key where predict leaves its ids for the access log
 # The page's own files only: no inline script, nothing from elsewhere (the device may be offline).
@@ -59,7 +56,7 @@ class Settings:
 
     token: str | None = None
     probes_need_token: bool = False
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int = bodies.DEFAULT_MAX_BODY_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +67,7 @@ class Route:
 
 
 class Application:
-    """The WSGI callable around a ServedModel, its start-up SelfCheck (None if skipped) and Metrics.
+    """The WSGI callable around a ServedModel, its start-up self_check.BundleCheck (None if skipped) and Metrics.
 
     `prediction_listeners` are called as listener(prepared, outcome, answer) after every
     prediction; the metrics are one, and checks that watch live traffic can be others.
@@ -150,7 +147,7 @@ class Application:
     def info(self, environ):
         return json_response(200, {
             **self.served.describe(),
-            "self_check": None if self.self_check is None else self.self_check.as_dict(),
+            "self_check": None if self.self_check is None else self.self_check.summary(),
             "ready": self.ready,
             "token_required": self.settings.token is not None,
             "max_body_bytes": self.settings.max_body_bytes,
@@ -220,31 +217,20 @@ class Application:
         return json_response(200, self.live.feedback(bodies.json_document(body)))
 
     def top_k(self, query):
-        values = urllib.parse.parse_qs(query).get("top_k", ["3"])
+        """The top_k of the query string, by the rule `predict --top-k` follows (records.check_top_k)."""
+        values = urllib.parse.parse_qs(query).get("top_k", [str(records.DEFAULT_TOP_K)])
         try:
-            top_k = int(values[0])
-        except ValueError:
-            raise bodies.HTTPError(400, f"top_k must be a whole number, got {values[0][:20]!r}") from None
-        if not 1 <= top_k <= len(self.class_names):
-            raise bodies.HTTPError(400, f"top_k must be 1..{len(self.class_names)}, got {top_k}")
-        return top_k
+            return records.check_top_k(values[0])
+        except errors.InputError as error:
+            raise bodies.HTTPError(400, str(error)) from None
 
     def describe_predictions(self, prepared, outcome, top_k):
-        order = np.argsort(-outcome.probabilities, axis=1, kind="stable")[:, :top_k]
-        pixels = np.rint(prepared.pixels * 255).astype(np.uint8)
-        return [
-            {
-                "id": uuid.uuid4().hex,  # what POST /api/feedback names
-                "name": name,
-                "label": int(best[0]),
-                "class_name": self.class_names[best[0]],
-                "probability": float(probabilities[best[0]]),
-                "top_k": [{"label": int(label), "class_name": self.class_names[label],
-                           "probability": float(probabilities[label])} for label in best],
-                "input": image.tolist(),
-            }
-            for name, best, probabilities, image in zip(prepared.names, order, outcome.probabilities, pixels)
-        ]
+        """The records `predict --json` prints, with the id feedback names and the image as the page draws it."""
+        pictures = model.picture_of(prepared.model_input)
+        described = []
+        for record, picture in zip(records.records(outcome.predictions, prepared.names, top_k), pictures):
+            described.append({"id": uuid.uuid4().hex, **record.as_dict(), "input": picture.tolist()})
+        return described
 
     def count_predictions(self, prepared, outcome, answer):
         for prediction in answer["predictions"]:

@@ -6,6 +6,7 @@ Every problem raises HTTPError with a status and a one-line message; nothing her
 import json
 import re
 
+DEFAULT_MAX_BODY_BYTES = 20_000_000  # a few phone photos; `serve --max-body-bytes` changes it
 MAX_FEEDBACK_BYTES = 10_000  # an id and a label: anything longer is not feedback
 
 

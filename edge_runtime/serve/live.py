@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from edge_runtime import drift, errors, samples, statistics
-from edge_runtime.serve import bodies
+from edge_runtime.serve import bodies, model
 
 CONFIDENCE = 0.95
 # What the ids store keeps for each prediction (pixels, and the upload when collecting) is capped
@@ -62,7 +62,7 @@ class Pending:
     created: float
     int8_label: int
     int8_probabilities: np.ndarray
-    pixels: np.ndarray | None  # the model's input (None once labelled)
+    pixels: np.ndarray | None  # the model's input, (H, W, C) (None once labelled)
     upload: bytes
     upload_name: str
     float_label: int | None = None  # known when the prediction was shadowed
@@ -129,12 +129,12 @@ class LiveChecks:
         labels = outcome.probabilities.argmax(axis=1)
         shadow = self.has_reference and self.settings.shadow_rate > 0 and (
             self.settings.shadow_rate >= 1 or self.rng.random() < self.settings.shadow_rate)
-        float_outcome = self.served.classify_float(prepared.pixels) if shadow else None
+        float_outcome = self.served.classify_float(prepared.model_input) if shadow else None
         now = self.clock()
         for index, prediction in enumerate(answer["predictions"]):
             entry = Pending(created=now, int8_label=int(labels[index]),
                             int8_probabilities=outcome.probabilities[index].copy(),
-                            pixels=prepared.pixels[index].copy(),
+                            pixels=prepared.model_input[index].copy(),
                             upload=prepared.upload if self.folder is not None and len(prepared.names) == 1 else b"",
                             upload_name=prediction["name"], request_id=answer["id"])
             prediction["shadow"] = None
@@ -303,7 +303,7 @@ class LiveChecks:
         """Write the labelled sample when collecting; return its file name, or None (logged on failure)."""
         if self.folder is None:
             return None
-        seen = np.rint(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8)
+        seen = model.picture_of(pixels)
         sample = samples.Sample(
             id=prediction_id, time=time.time(), label=label, int8_label=entry.int8_label,
             float_label=-1 if entry.float_label is None else entry.float_label, seen=seen,

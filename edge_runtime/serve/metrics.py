@@ -52,12 +52,13 @@ class Metrics:
         }
 
     def record_self_check(self, check):
-        """Publish a SelfCheck (or None when it was skipped: passed 0, the rest absent)."""
+        """Publish a self_check.BundleCheck (or None when it was skipped: passed 0, the rest absent)."""
         self.self_check["passed"].labels(**self.model_labels).set(0 if check is None else int(check.passed))
         if check is None:
             return
+        summary = check.summary()
         for name in ("accuracy", "float_accuracy", "drop_points", "images", "tolerance_points"):
-            value = getattr(check, name)
+            value = summary[name]
             if value is not None:
                 self.self_check[name].labels(**self.model_labels).set(value)
 

@@ -1,63 +1,48 @@
 """The model behind the service: load it from a bundle, classify uploads and pixels, check it at start-up.
 
 This is the one module of `edge_runtime.serve` that calls into the model-running rest of
-`edge_runtime` (classifier, images, evaluation, manifest and the gate `eval` applies), so that a
-change of their API is a change here alone. It also holds the float reference model the live
-checks compare with (`classify_float`).
+`edge_runtime` (bundle, classifier, pictures, the bundle check `eval` runs), so that a change of
+their API is a change here alone. It also holds the float reference model the live checks compare
+with (`classify_float`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import threading
 import time
 
 import numpy as np
 
-from edge_runtime import backends, classifier, errors, evaluation, manifest, preprocessing
+from edge_runtime import bundle, errors, manifest, preprocessing, self_check as bundle_check
 from edge_runtime.pictures import preparation
-
-DEFAULT_MODEL_NAME = manifest.DEFAULT_FILE_NAMES["int8_tflite"]
-
-
-@dataclasses.dataclass(frozen=True)
-class SelfCheck:
-    """The start-up gate's result: the served model on the bundled test set against the float model."""
-
-    images: int
-    accuracy: float
-    float_accuracy: float | None
-    float_accuracy_source: str  # where the float figure comes from (the manifest, or the float model run here)
-    drop_points: float | None
-    agreement_with_float: float | None
-    tolerance_points: float
-    failures: tuple  # one line per failed condition, the same lines `eval` prints
-    seconds: float
-
-    @property
-    def passed(self):
-        return not self.failures
-
-    def as_dict(self):
-        return {**dataclasses.asdict(self), "failures": list(self.failures), "passed": self.passed}
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """One request's images as the model sees them: float32 (N, H, W) grey or (N, H, W, 3) colour in [0, 1], and their names."""
+    """One request's images as the model takes them, float32 (N, H, W, C) in [0, 1], and their names."""
 
-    pixels: np.ndarray
+    model_input: np.ndarray
     names: list
     upload: bytes = b""  # the file as it was uploaded (empty for JSON pixels), kept for --collect
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What the model said about prepared images: probabilities (N, classes), and seconds spent in the model."""
+    """What the model said about prepared images: its Predictions, and seconds spent in the model."""
 
-    probabilities: np.ndarray
+    predictions: object  # classifier.Predictions
     seconds: float
+
+    @property
+    def probabilities(self):
+        return self.predictions.probabilities
+
+
+def picture_of(model_input):
+    """A model input (H, W, C) or a batch of them as people see it: uint8, (H, W) when grey, (H, W, 3) in colour."""
+    pixels = np.rint(np.clip(model_input, 0.0, 1.0) * 255).astype(np.uint8)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
 class ServedModel:
@@ -70,31 +55,35 @@ class ServedModel:
     memory and cache misses), so one interpreter and a lock it is.
     """
 
-    def __init__(self, bundle_dir, model, document, reference=None, manifest_sha256=None):
+    def __init__(self, bundle_dir, model, document, reference=None, reference_note=None, manifest_sha256=None):
         self.bundle_dir = bundle_dir
         self.model = model
         self.document = document
         self.reference = reference  # the float reference Classifier, or None when the bundle has none
+        self.reference_note = reference_note  # why there is none though the bundle has one, or None
         self.entry = document.files[model.path.name].details
         self.manifest_sha256 = manifest_sha256  # the export's identity: what the fleet compares as "version"
+        self.preparation = preparation.for_classifier(model)
         self._lock = threading.Lock()
         self._reference_lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle_dir, model_name=DEFAULT_MODEL_NAME, backend=None, threads=1):
-        """Open `model_name` in the bundle directory, checked against the bundle's manifest.
+    def load(cls, target, backend=None, threads=1):
+        """Open the bundle directory `target` (its int8 model, by its manifest role) or the model file
+        `target` in one, checked against the bundle's manifest, with the bundle's float reference.
 
-        Raises: ModelFileError (no such directory, model or manifest), IntegrityError,
-        BackendUnavailableError.
+        Raises: ModelFileError (no such directory or model, no manifest, the float reference listed
+        but missing), IntegrityError, BackendUnavailableError.
         """
-        bundle_dir = pathlib.Path(bundle_dir)
-        if not bundle_dir.is_dir():
-            raise errors.ModelFileError(f"{bundle_dir}: no such bundle directory")
-        path = bundle_dir / model_name
-        document = manifest.read_manifest(bundle_dir / manifest.MANIFEST_NAME)
-        model = classifier.Classifier.load(path, backend=backend, threads=threads, check_integrity=True)
-        return cls(bundle_dir, model, document, load_reference(bundle_dir, document, backend, threads),
-                   manifest_sha256=manifest.sha256_of(bundle_dir / manifest.MANIFEST_NAME))
+        from edge_runtime.classifier import Classifier
+
+        found = bundle.open_target(target, backend)
+        if found.manifest is None:
+            raise errors.ModelFileError(f"{found.model}: no manifest beside it; serve needs the whole bundle")
+        model = Classifier.load(found.model, backend=backend, threads=threads, check_integrity=True)
+        reference, note = bundle_check.load_reference(found.directory, found.manifest, backend, threads)
+        return cls(found.directory, model, found.manifest, reference, note,
+                   manifest_sha256=manifest.sha256_of(found.directory / manifest.MANIFEST_NAME))
 
     @property
     def top1_histogram(self):
@@ -131,12 +120,8 @@ class ServedModel:
         """
         if not data:
             raise errors.InputError(f"{name}: empty file, not an image")
-        pixels, names = preparation.prepare_files([data], preparation.for_classifier(self.model), names=[name])
-        return Prepared(pixels=self.as_pictures(pixels), names=names, upload=bytes(data))
-
-    def as_pictures(self, model_input):
-        """(N, H, W, C) model inputs as the page shows them: (N, H, W) when grey."""
-        return model_input[..., 0] if model_input.shape[-1] == 1 else model_input
+        model_input, names = preparation.prepare_files([data], self.preparation, names=[name])
+        return Prepared(model_input=model_input, names=names, upload=bytes(data))
 
     def prepare_pixels(self, values, name):
         """Check pixels sent as numbers: integers 0–255 or floats in [0, 1], shaped like the model's input.
@@ -149,90 +134,56 @@ class ServedModel:
         except ValueError:
             raise errors.InputError(f"{name}: pixels must be a rectangular array of numbers") from None
         if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise errors.InputError(f"{name}: pixels must be numbers, got {array.dtype.kind!r} values")
+            raise errors.InputError(f"{name}: pixels must all be numbers (integers 0..255 or fractions 0..1), "
+                                    "with no text, true/false or null among them")
         if np.issubdtype(array.dtype, np.integer):
             if array.size and (array.min() < 0 or array.max() > 255):
                 raise errors.InputError(f"{name}: integer pixels must be 0..255, found {array.min()}..{array.max()}")
             array = array.astype(np.uint8)
         model_input = preprocessing.to_model_input(array, self.model.input_shape, name=name)
-        count = len(model_input)
         single = array.ndim == len(self.model.input_shape) - (1 if self.model.input_shape[2] == 1 else 0)
-        names = [name] if single else [f"{name}[{index}]" for index in range(count)]
-        return Prepared(pixels=self.as_pictures(model_input), names=names)
+        names = [name] if single else [f"{name}[{index}]" for index in range(len(model_input))]
+        return Prepared(model_input=model_input, names=names)
 
     @property
     def reference_name(self):
         return None if self.reference is None else self.reference.path.name
 
-    def classify_float(self, pixels):
-        """Run the float reference on prepared pixels (as in Prepared.pixels); return an Outcome.
+    def classify_float(self, model_input):
+        """Run the float reference on model inputs (as in Prepared.model_input); return an Outcome.
 
         Its own lock: the float model and the served one can run at the same time.
         Raises: InputError when the bundle has no float reference (callers check `reference` first).
         """
         if self.reference is None:
             raise errors.InputError(f"{self.bundle_dir}: the bundle has no float reference model")
-        model_input = preprocessing.to_model_input(pixels, self.reference.input_shape)
         with self._reference_lock:
             started = time.perf_counter()
             predictions = self.reference.predict(model_input)
             seconds = time.perf_counter() - started
-        return Outcome(probabilities=predictions.probabilities, seconds=seconds)
+        return Outcome(predictions=predictions, seconds=seconds)
 
     def classify(self, prepared):
         """Run the model on prepared images; return an Outcome."""
-        model_input = preprocessing.to_model_input(prepared.pixels, self.model.input_shape, name=prepared.names[0])
         with self._lock:
             started = time.perf_counter()
-            predictions = self.model.predict(model_input)
+            predictions = self.model.predict(prepared.model_input, name=prepared.names[0])
             seconds = time.perf_counter() - started
-        return Outcome(probabilities=predictions.probabilities, seconds=seconds)
+        return Outcome(predictions=predictions, seconds=seconds)
 
     def self_check(self, image_count=None, tolerance_points=None, threads=1):
-        """Evaluate this model on the bundle's test set against the float model, with `eval`'s gate.
+        """The bundle check `eval` runs, on this model: its test set (the first `image_count` images;
+        None: all) against the float reference, with `tolerance_points` (None: the manifest's).
 
-        `image_count` takes the first N test images (None: all); `tolerance_points` None means the
-        manifest's. On the full set the float figure is the one recorded at export, exactly as
-        `eval`; on a part of it, the float reference model is run here on the same images, since
-        the export's figure is for the whole set.
-        Returns: SelfCheck. Raises: InputError or IntegrityError when the bundle's test set is not
-        the one the manifest describes.
+        It runs on copies of the interpreters (`checking_copy`, with `threads`), before the service
+        takes requests.
+        Returns: self_check.BundleCheck. Raises: ModelFileError, InputError or IntegrityError when
+        the bundle's test set is missing or not the one the manifest describes.
         """
-        started = time.perf_counter()
-        document = self.document
-        tolerance_points = document.tolerance_points if tolerance_points is None else tolerance_points
-        test_set = document.file_with_role(manifest.ROLE_TEST_SET)
-        if test_set is None:
-            raise errors.InputError(f"{self.bundle_dir}: the manifest names no test set for the self-check")
-        test_images, labels = evaluation.load_test_set(self.bundle_dir / test_set, document.input_shape,
-                                                       document.num_classes, manifest=document)
-        partial = image_count is not None and image_count < len(labels)
-        if partial:
-            test_images, labels = test_images[:image_count], labels[:image_count]
-        reference_path = None if self.reference is None else self.reference.path
-        reference = None
-        if reference_path is not None and reference_path != self.model.path:
-            reference = evaluation.evaluate(checking_copy(self.reference, threads), test_images, labels, document)
-        result = evaluation.evaluate(checking_copy(self.model, threads), test_images, labels, document,
-                                     float_labels=None if reference is None else reference.labels)
-        source = "manifest (whole test set)"
-        if partial and reference is not None:
-            result = dataclasses.replace(result, float_accuracy=reference.accuracy)
-            source = f"{reference_path.name} run here on the same {len(labels)} images"
-        failures = evaluation.failures([result], tolerance_points, strict=False)
-        if reference is not None and not partial:  # the manifest's float figures must hold, as in eval
-            failures = evaluation.reference_failures(document, reference) + failures
-        return SelfCheck(
-            images=result.images,
-            accuracy=result.accuracy,
-            float_accuracy=result.float_accuracy,
-            float_accuracy_source=source,
-            drop_points=result.drop_points,
-            agreement_with_float=result.agreement_with_float,
-            tolerance_points=tolerance_points,
-            failures=tuple(failures),
-            seconds=time.perf_counter() - started,
-        )
+        test = bundle_check.images_to_check(self.bundle_dir, self.document, image_count=image_count)
+        reference = None if self.reference is None else checking_copy(self.reference, threads)
+        return bundle_check.check([checking_copy(self.model, threads)], reference, test, self.document,
+                                  tolerance_points)
 
 
 def checking_copy(model, threads):
@@ -243,23 +194,6 @@ def checking_copy(model, threads):
     On copies that are dropped after the check, the served interpreters only ever see a request's
     batch, and the idle service stays small.
     """
-    return classifier.Classifier.load(model.path, backend=model.backend.name, threads=threads)
+    from edge_runtime.classifier import Classifier
 
-
-def load_reference(bundle_dir, document, backend=None, threads=1):
-    """The bundle's float reference model (checked against the manifest), or None when it has none.
-
-    The forced `backend` runs it when it can; the numpy engine runs int8 models only, so a float
-    reference then takes the first installed interpreter that runs float models.
-    """
-    name = document.file_with_role(manifest.ROLE_FLOAT_REFERENCE)
-    if name is None or not (bundle_dir / name).is_file():
-        return None
-    path = bundle_dir / name
-    installed = set(backends.available_backends())
-    usable = [candidate for candidate in backends.interpreters_for(path)
-              if candidate in installed and candidate not in backends.INT8_ONLY_BACKENDS]
-    if not usable:
-        return None
-    chosen = backend if backend in usable else usable[0]
-    return classifier.Classifier.load(path, backend=chosen, threads=threads, check_integrity=True)
+    return Classifier.load(model.path, backend=model.backend.name, threads=threads)

@@ -1,15 +1,16 @@
-"""`mnist-edge serve BUNDLE_DIR`: check the model, then serve it with waitress.
+"""`mnist-edge serve BUNDLE`: check the model, then serve it with waitress.
 
 Start-up order: bind the port (a port already taken fails at once, in one line), load the model
-(checked against the manifest), run the self-check on the bundled test set with `eval`'s gate, and
-only then listen. A failed check exits with status 3 and the line `eval` prints, unless
---allow-failed-self-check (then /readyz answers 503). While serving, the live checks (live.py)
-compare with the float model on live traffic; SIGTERM finishes what was accepted (stopping.py).
+(checked against the manifest), run the bundle check on its test set (`edge_runtime.self_check`,
+what `eval` runs), and only then listen. A failed check exits with status 3 and the lines `eval`
+prints, unless --allow-failed-self-check (then /readyz answers 503). While serving, the live checks
+(live.py) compare with the float model on live traffic; SIGTERM finishes what was accepted
+(stopping.py). Its options are parsed and checked with every other command's, in
+edge_runtime/cli/options.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import ipaddress
 import errno
@@ -19,26 +20,24 @@ import socket
 import sys
 import time
 
-from edge_runtime import errors, manifest
+from edge_runtime import errors
 from edge_runtime.install import store
-
-EXIT_FAILED_CHECK = 3  # the same status as `eval`
+from edge_runtime.serve import bodies
 
 
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
     """Everything `serve` was asked to do; the command-line flags map onto it one to one."""
 
-    bundle: pathlib.Path
+    target: pathlib.Path  # the bundle directory, or a model file in it
     host: str = "127.0.0.1"
     port: int = 8080
-    model: str = manifest.DEFAULT_FILE_NAMES["int8_tflite"]
     backend: str | None = None
     threads: int = 1
     workers: int = 4
     token_file: pathlib.Path | None = None
     probes_need_token: bool = False
-    max_body_bytes: int = 20_000_000
+    max_body_bytes: int = bodies.DEFAULT_MAX_BODY_BYTES
     self_check_images: int | None = None
     tolerance: float | None = None  # None: the manifest's
     allow_failed_self_check: bool = False
@@ -56,102 +55,6 @@ class ServeConfig:
     drift_min_images: int = 200
     stop_seconds: float = 5.0  # on SIGTERM: time to finish the requests already accepted
     access_log: bool = True
-
-
-def build_parser():
-    from edge_runtime import backends
-
-    parser = argparse.ArgumentParser(prog="mnist-edge serve", description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=pathlib.Path, help="the unpacked bundle directory (mnist-edge-bundle/)")
-    parser.add_argument("--host", default=ServeConfig.host,
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
-    parser.add_argument("--port", type=int, default=ServeConfig.port, help="TCP port (0: any free port, printed at start)")
-    parser.add_argument("--model", default=ServeConfig.model, help=f"model file in the bundle (default {ServeConfig.model})")
-    parser.add_argument("--backend", choices=backends.BACKEND_NAMES, default=None, help="force an interpreter")
-    parser.add_argument("--threads", type=int, default=ServeConfig.threads, help="interpreter threads (default 1)")
-    parser.add_argument("--workers", type=int, default=ServeConfig.workers,
-                        help="request worker threads (default 4); more requests wait in a queue")
-    parser.add_argument("--token-file", type=pathlib.Path, default=None,
-                        help="file holding a token every API call must present as 'Authorization: Bearer <token>'")
-    parser.add_argument("--probes-need-token", action="store_true",
-                        help="also require the token on /healthz, /readyz and /metrics (open by default)")
-    parser.add_argument("--max-body-bytes", type=int, default=ServeConfig.max_body_bytes,
-                        help="largest request body accepted (default 20000000); larger ones get 413 unread")
-    parser.add_argument("--self-check-images", type=int, default=None,
-                        help="check on the first N test images only (default: all; 0 skips the check, /readyz stays 503)")
-    parser.add_argument("--tolerance", type=float, default=ServeConfig.tolerance,
-                        help="largest accepted accuracy drop against the float model, in points "
-                             "(default: the manifest's, as eval)")
-    parser.add_argument("--allow-failed-self-check", action="store_true",
-                        help="serve even when the self-check fails (/readyz answers 503)")
-    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        help="write no line per request (by default each one is logged: method, path, status, "
-                             "bytes, milliseconds, prediction id)")
-    live = parser.add_argument_group("live checks against the bundle's float reference")
-    live.add_argument("--shadow-rate", type=float, default=ServeConfig.shadow_rate,
-                      help="share of predicted images the float model also runs, 0..1 (default 1: on one core it "
-                           "costs about what the int8 model does, a few percent of a request)")
-    live.add_argument("--agreement-window", type=int, default=ServeConfig.agreement_window,
-                      help="shadowed images the threshold looks at (default 200)")
-    live.add_argument("--min-agreement", type=float, default=ServeConfig.min_agreement,
-                      help="warn when int8-float agreement over the window falls below this percentage (default 99)")
-    live.add_argument("--unready-below-agreement", action="store_true",
-                      help="also answer 503 on /readyz while the agreement is below --min-agreement")
-    live.add_argument("--feedback-ids", type=int, default=ServeConfig.feedback_ids,
-                      help="predictions kept for feedback, newest (default 1000)")
-    live.add_argument("--feedback-seconds", type=float, default=ServeConfig.feedback_seconds,
-                      help="how long a prediction can be labelled (default 600)")
-    live.add_argument("--collect", type=pathlib.Path, default=None,
-                      help="keep every labelled input in this folder (off by default: nothing a user sends is "
-                           "written without it); 'mnist-edge samples DIR --out samples.npz' turns it into training data")
-    live.add_argument("--collect-max-samples", type=int, default=ServeConfig.collect_max_samples,
-                      help="samples kept, oldest out first (default 10000)")
-    live.add_argument("--collect-max-bytes", type=int, default=ServeConfig.collect_max_bytes,
-                      help="bytes kept, oldest out first (default 500000000)")
-    drift = parser.add_argument_group("label-free drift against the test set's top-1 probability histogram")
-    drift.add_argument("--drift-window", type=int, default=ServeConfig.drift_window,
-                       help="latest predicted images the drift distance looks at (default 500)")
-    drift.add_argument("--drift-threshold", type=float, default=ServeConfig.drift_threshold,
-                       help="warn when the total variation distance to the test set's histogram is above this, "
-                            "0..1 (default 0.15; docs/fleet.md says why)")
-    drift.add_argument("--drift-min-images", type=int, default=ServeConfig.drift_min_images,
-                       help="images the window must hold before the threshold applies (default 200)")
-    parser.add_argument("--stop-seconds", type=float, default=ServeConfig.stop_seconds,
-                        help="on SIGTERM or Ctrl-C, time to finish the requests already accepted before those "
-                             "not started get 503 (default 5); a second signal stops at once")
-    return parser
-
-
-def parse_config(argv):
-    """Turn command-line arguments into a ServeConfig; raise InputError for values out of range."""
-    arguments = build_parser().parse_args(argv)
-    config = ServeConfig(**vars(arguments))
-    if not 0 <= config.port <= 65535:
-        raise errors.InputError(f"--port must be 0..65535, got {config.port}")
-    if not 0.0 <= config.shadow_rate <= 1.0:
-        raise errors.InputError(f"--shadow-rate must be 0..1, got {config.shadow_rate}")
-    if not 0.0 <= config.min_agreement <= 100.0:
-        raise errors.InputError(f"--min-agreement must be a percentage 0..100, got {config.min_agreement}")
-    if not config.feedback_seconds > 0:
-        raise errors.InputError(f"--feedback-seconds must be more than 0, got {config.feedback_seconds}")
-    if not 0.0 <= config.drift_threshold <= 1.0:
-        raise errors.InputError(f"--drift-threshold must be 0..1, got {config.drift_threshold}")
-    if config.drift_min_images > config.drift_window:
-        raise errors.InputError(f"--drift-min-images ({config.drift_min_images}) cannot be more than "
-                                f"--drift-window ({config.drift_window})")
-    for name in ("threads", "workers", "max_body_bytes", "agreement_window", "feedback_ids",
-                 "collect_max_samples", "collect_max_bytes", "drift_window", "drift_min_images"):
-        if getattr(config, name) < 1:
-            raise errors.InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if not 0.0 <= config.stop_seconds < float("inf"):
-        raise errors.InputError(f"--stop-seconds must be a number of seconds, 0 or more, got {config.stop_seconds}")
-    if config.self_check_images is not None and config.self_check_images < 0:
-        raise errors.InputError(f"--self-check-images must be 0 or more, got {config.self_check_images}")
-    if config.tolerance is not None:
-        from edge_runtime import evaluation
-
-        evaluation.check_tolerance(config.tolerance, "--tolerance")
-    return config
 
 
 def read_token(path):
@@ -178,10 +81,9 @@ def log(message):
     print(f"mnist-edge serve: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv):
-    """Run the service until SIGTERM or Ctrl-C; return the exit status."""
+def main(config):
+    """Run the service `config` (a ServeConfig) asks for until SIGTERM or Ctrl-C; return the exit status."""
     started = time.perf_counter()
-    config = parse_config(argv)
     try:
         import waitress.server  # noqa: F401  (checked here, before the minute a self-check may take)
 
@@ -192,7 +94,9 @@ def main(argv):
     token = read_token(config.token_file) if config.token_file else None
     # The port first: a port already taken is said in one line before a self-check of a minute.
     sockets = listening_sockets(config.host, config.port)
-    served = model.ServedModel.load(config.bundle, config.model, backend=config.backend, threads=config.threads)
+    served = model.ServedModel.load(config.target, backend=config.backend, threads=config.threads)
+    if served.reference_note:
+        log(f"note: {served.reference_note}")
     description = served.describe()
     check = None
     if config.self_check_images == 0:
@@ -205,14 +109,14 @@ def main(argv):
             for failure in check.failures:
                 print(f"FAILED: {failure}", file=sys.stderr, flush=True)
             if not config.allow_failed_self_check:
-                return EXIT_FAILED_CHECK
+                return errors.EXIT_FAILED_CHECK
             log("serving anyway (--allow-failed-self-check): /readyz answers 503")
     counters = metrics.Metrics(description["model"], description["sha256"], description["backend"],
                                description["manifest_sha256"])
     counters.record_self_check(check)
     checks = live_checks(config, served, live)
     counters.watch_live(checks.snapshot)
-    install_root = store.root_of_bundle(config.bundle)
+    install_root = store.root_of_bundle(served.bundle_dir)
     if install_root is not None:  # installed by `mnist-edge install`: its rollbacks are the fleet's business
         versions = store.Store(install_root)
         counters.watch_rollbacks(lambda: int(versions.read_state().get("rollbacks", 0)))
@@ -301,11 +205,14 @@ def give_back_free_memory():
 
 
 def self_check_line(check):
-    drop = "-" if check.drop_points is None else f"{0.0 - check.drop_points:+.2f} pt"
-    agreement = "-" if check.agreement_with_float is None else f"{100 * check.agreement_with_float:.2f}%"
-    float_accuracy = "-" if check.float_accuracy is None else f"{100 * check.float_accuracy:.2f}%"
-    return (f"self-check {'passed' if check.passed else 'FAILED'}: {100 * check.accuracy:.2f}% on {check.images} test images, "
-            f"float {float_accuracy} ({check.float_accuracy_source}), change {drop}, agreement {agreement}, "
+    """The log line of a self_check.BundleCheck of the served model."""
+    result = check.results[0]
+    drop = "-" if result.drop_points is None else f"{0.0 - result.drop_points:+.2f} pt"
+    agreement = "-" if result.agreement_with_float is None else f"{100 * result.agreement_with_float:.2f}%"
+    float_part = "no float figure" if result.float_accuracy is None else \
+        f"the float model's {100 * result.float_accuracy:.2f}% {check.float_accuracy_source}"
+    return (f"self-check {'passed' if check.passed else 'FAILED'}: {100 * result.accuracy:.2f}% on {result.images} "
+            f"test images against {float_part}; change {drop}, agreement {agreement}, "
             f"tolerance {check.tolerance_points:.2f} pt, {check.seconds:.2f} s")
 
 

@@ -87,6 +87,7 @@ async function loadInfo() {
     state.info = info;
     byId("model-line").textContent =
       `${info.model} · ${info.backend} · sha256 ${String(info.sha256).slice(0, 12)}… · classes ${info.class_names.join(" ")}`;
+    byId("seen-caption").textContent = `what the model saw (${info.input_shape[0]}×${info.input_shape[1]})`;
     showSelfCheck(info);
     showClassButtons(info.class_names);
     showLive(info.live);
@@ -276,11 +277,19 @@ async function refreshLive() {
   }
 }
 
+// The model's input as /api/info describes it ([height, width, channels]): rows of grey values,
+// or of [r, g, b] for a colour model.
 function drawSeen(rows) {
-  const seen = byId("seen").getContext("2d");
-  const image = seen.createImageData(28, 28);
+  if (!state.info) return; // the shape is not known yet: nothing to draw it with
+  const [height, width, channels] = state.info.input_shape;
+  const canvas = byId("seen");
+  canvas.width = width;
+  canvas.height = height;
+  const seen = canvas.getContext("2d");
+  const image = seen.createImageData(width, height);
   rows.flat().forEach((value, index) => {
-    image.data.set([value, value, value, 255], 4 * index);
+    const [red, green, blue] = channels === 3 ? value : [value, value, value];
+    image.data.set([red, green, blue, 255], 4 * index);
   });
   seen.putImageData(image, 0, 0);
 }

@@ -1,0 +1,96 @@
+"""A bundle's files found by their manifest roles: the model a command runs, and the float reference.
+
+Every command takes a bundle directory or one model file in it. A directory's model is the first
+int8 model its manifest lists that an installed interpreter runs; file names are never assumed.
+The float reference and its interpreter are chosen here too, once for `eval` and `serve`.
+"""
+
+import pathlib
+
+from edge_runtime import backends, errors, manifest as manifest_module
+
+
+class Target:
+    """What a command was pointed at: the bundle directory, its Manifest (None beside a lone model
+    file), and the model file to run."""
+
+    __slots__ = ("directory", "manifest", "model")
+
+    def __init__(self, directory, manifest, model):
+        self.directory, self.manifest, self.model = directory, manifest, model
+
+
+def open_target(target, backend=None):
+    """Resolve a bundle directory or a model file into a Target.
+
+    A directory must hold a manifest; its model is `int8_model`'s choice. A file is taken as it is,
+    with the manifest beside it when there is one. Raises: ModelFileError (no such path, no
+    manifest in the directory, no int8 model there), BackendUnavailableError.
+    """
+    target = pathlib.Path(target)
+    if target.is_dir():
+        document = manifest_module.read_manifest(target / manifest_module.MANIFEST_NAME)
+        return Target(target, document, int8_model(target, document, backend))
+    if not target.exists():
+        raise errors.ModelFileError(f"{target}: no such bundle directory or model file")
+    return Target(target.parent, manifest_module.manifest_beside(target), target)
+
+
+def runnable(path, backend=None):
+    """True when `backend` (or, when None, some installed interpreter) runs the model file at `path`."""
+    names = backends.interpreters_for(path)
+    if backend is not None:
+        return backend in names
+    return bool(set(names) & set(backends.available_backends()))
+
+
+def int8_model(directory, document, backend=None):
+    """The path of the first int8 model the manifest lists that is present and that `backend` (or an
+    installed interpreter) runs. Raises: ModelFileError or BackendUnavailableError saying which."""
+    listed = [directory / name for name in document.files_with_role(manifest_module.ROLE_INT8_MODEL)]
+    present = [path for path in listed if path.is_file()]
+    if not listed:
+        raise errors.ModelFileError(f"{directory}: the manifest lists no {manifest_module.ROLE_INT8_MODEL}")
+    if not present:
+        raise errors.ModelFileError(
+            f"{directory}: {', '.join(path.name for path in listed)} listed in the manifest but missing")
+    for path in present:
+        if runnable(path, backend):
+            return path
+    wanted = f"backend {backend!r}" if backend else "installed interpreter"
+    raise errors.BackendUnavailableError(
+        f"{directory}: no {wanted} runs its int8 models ({', '.join(path.name for path in present)}); "
+        "'pip install mnist-edge[edge]'")
+
+
+def missing_files_message(directory, missing):
+    """The one line for files a manifest lists that the directory lacks."""
+    return f"{directory}: {', '.join(path.name for path in missing)} listed in the manifest but missing"
+
+
+def float_reference(directory, document, allow_missing=False):
+    """The float reference's path, or None when the manifest names none (or, with `allow_missing`,
+    when its file is gone). Raises: ModelFileError when the manifest names one that is missing."""
+    name = document.file_with_role(manifest_module.ROLE_FLOAT_REFERENCE)
+    if name is None:
+        return None
+    path = pathlib.Path(directory) / name
+    if not path.is_file():
+        if allow_missing:
+            return None
+        raise errors.ModelFileError(missing_files_message(directory, [path]))
+    return path
+
+
+def reference_backend(path, forced=None):
+    """The interpreter that runs the float reference at `path`: `forced` when it can (a like-for-like
+    check on the device), else the first installed one that runs float models; None when none does.
+
+    The numpy engine runs int8 models only, so it never runs a float reference.
+    """
+    installed = set(backends.available_backends())
+    usable = [name for name in backends.interpreters_for(path)
+              if name in installed and name not in backends.INT8_ONLY_BACKENDS]
+    if not usable:
+        return None
+    return forced if forced in usable else usable[0]
