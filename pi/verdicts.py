@@ -115,8 +115,8 @@ class Verdict:
             self.lines.append(line)
 
     def judge_predict(self, row, run, what, ours, theirs):
-        mine = {p["file"].rsplit("/", 1)[-1]: p["label"] for p in ours["json"]["predictions"]}
-        reference = {p["file"].rsplit("/", 1)[-1]: p["label"] for p in theirs["json"]["predictions"]}
+        mine = {p["name"].rsplit("/", 1)[-1]: p["label"] for p in ours["json"]["predictions"]}
+        reference = {p["name"].rsplit("/", 1)[-1]: p["label"] for p in theirs["json"]["predictions"]}
         right = sum(mine.get(name) == label for name, label in self.truth.items())
         self.notes.append(f"{row.name} {run.cpu} predict ({ours['json']['backend']}): {len(mine)} PNG digits -> "
                           f"{' '.join(str(mine[n]) for n in sorted(mine))} ({right}/{len(self.truth)} right; "
@@ -133,7 +133,7 @@ class Verdict:
             f"{row.name} {run.cpu} serve ({mine['info']['backend']}): ready in {mine['ready_seconds']:.0f} s emulated "
             f"(self-check on {check.get('images')} images: {100 * (check.get('accuracy') or 0):.2f}%, drop "
             f"{'-' if check.get('drop_points') is None else format(check['drop_points'], '.2f')} pt against the "
-            f"{check.get('float_accuracy_source')}), {len(mine['labels'])} PNG digits over HTTP -> {right}/{len(self.truth)} "
+            f"float figure {check.get('float_accuracy_source')}), {len(mine['labels'])} PNG digits over HTTP -> {right}/{len(self.truth)} "
             f"right; x86 serve: {'same answers' if mine['labels'] == reference['labels'] else 'DIFFERENT'}")
         problems = []
         if mine["readyz"] != 200 or not check.get("passed"):

@@ -147,7 +147,7 @@ def test_bundle_installs_alone_in_a_fresh_venv_and_reproduces_the_int8_accuracy(
                                capture_output=True, text=True, cwd=bundle)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     labels = [entry["label"] for entry in json.loads(predicted.stdout)["predictions"]]
-    assert [entry["class"] for entry in json.loads(predicted.stdout)["predictions"]] == [str(label) for label in labels]
+    assert [entry["class_name"] for entry in json.loads(predicted.stdout)["predictions"]] == [str(label) for label in labels]
     assert sum(label == int(truth) for label, truth in zip(labels, test_set.y_test[:20])) >= 19
 
 
@@ -159,7 +159,7 @@ def test_photos_of_digits_are_classified_as_well_as_the_digits_themselves(traine
     result = run_cli("-m", "edge_runtime", "predict", str(trained / "model_int8.tflite"), str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = json.loads(result.stdout)["predictions"]
-    assert [entry["file"] for entry in predictions] == [str(path) for path in photos]
+    assert [entry["name"] for entry in predictions] == [str(path) for path in photos]
     from_photos = np.mean([entry["label"] for entry in predictions] == mnist.y_test[:count])
     from_digits = np.mean(classifier.Classifier.load(trained / "model_int8.tflite").predict(mnist.x_test[:count]).labels
                           == mnist.y_test[:count])

@@ -45,7 +45,7 @@ def run_chain(keras_path, data, output, *export_flags):
 def predicted_classes(bundle, pictures):
     result = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), *map(str, pictures), "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    return [entry["class"] for entry in json.loads(result.stdout)["predictions"]], result.stdout
+    return [entry["class_name"] for entry in json.loads(result.stdout)["predictions"]], result.stdout
 
 
 def train(model, x_train, y_train, epochs):

@@ -126,9 +126,9 @@ def test_predict_reads_every_image_kind_in_a_directory_and_names_classes(bundle,
     result = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), str(pictures), "--json")
     assert result.returncode == 0, result.stderr
     predictions = json.loads(result.stdout)["predictions"]
-    assert [pathlib.Path(entry["file"]).name for entry in predictions] == ["a.pgm", "b.ppm"]
+    assert [pathlib.Path(entry["name"]).name for entry in predictions] == ["a.pgm", "b.ppm"]
     assert predictions[0]["label"] == predictions[1]["label"]
-    assert predictions[0]["class"] == str(predictions[0]["label"])  # the manifest's names of the digits
+    assert predictions[0]["class_name"] == str(predictions[0]["label"])  # the manifest's names of the digits
 
 
 def test_a_model_without_a_manifest_says_so_once_on_stderr_and_keeps_stdout_clean(bundle, digits, tmp_path):
@@ -199,3 +199,106 @@ def test_predict_without_options_does_not_import_argparse(bundle, tmp_path):
     assert "argparse loaded: False" in result.stderr and "one.png" in result.stdout, result.stderr
     result = run_cli("-c", program, "predict", str(bundle / "model_int8.tflite"), str(tmp_path / "one.png"), "--json")
     assert "argparse loaded: True" in result.stderr, result.stderr
+
+
+def write_digit_photos(mnist, directory, count):
+    """MNIST test digits as dark-on-light PNG photos; returns their paths."""
+    from PIL import Image
+
+    directory.mkdir(exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = directory / f"digit{index}.png"
+        Image.fromarray(255 - mnist.x_test[index]).resize((84, 84)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_one_bad_file_among_good_ones_prints_every_good_result_then_one_line_for_it(bundle, mnist, tmp_path):
+    first, second = write_digit_photos(mnist, tmp_path / "photos", 2)
+    bad = tmp_path / "photos" / "notes.png"
+    bad.write_text("not an image at all\n")
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle), str(first), str(bad), str(second))
+    assert result.returncode == 1
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [str(first), str(second)]
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"error: {bad}: ")
+    as_json = run_cli("-m", "edge_runtime", "predict", str(bundle), str(first), str(bad), "--json")
+    assert as_json.returncode == 1
+    document = json.loads(as_json.stdout)
+    assert [entry["name"] for entry in document["predictions"]] == [str(first)]
+    assert len(document["errors"]) == 1 and document["errors"][0].startswith(f"{bad}: ")
+
+
+def test_a_class_named_by_its_index_is_printed_once(bundle, mnist, tmp_path):
+    (photo,) = write_digit_photos(mnist, tmp_path / "photos", 1)
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle), str(photo), "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    # "digit0.png  7  0.123  1:0.100": the class once, its probability, then the runner-up.
+    fields = result.stdout.split()
+    assert len(fields) == 4 and fields[1] in [str(digit) for digit in range(10)] and "(" not in result.stdout
+
+
+def test_version_and_the_bare_command_help_a_newcomer():
+    from edge_runtime import __version__
+
+    version = run_cli("-m", "edge_runtime", "--version")
+    assert version.returncode == 0 and version.stdout == f"mnist-edge {__version__}\n"
+    bare = run_cli("-m", "edge_runtime")
+    assert bare.returncode == 0 and bare.stderr == ""
+    listed = [line.split()[0] for line in bare.stdout.splitlines() if line.startswith("    ")]
+    assert listed == ["predict", "eval", "bench", "info", "samples", "serve"]
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("predict", ["a bundle directory (its int8 model, as its manifest says) or a model file", "(default: 3;"]),
+    ("bench", ["images per call for the throughput figure (default: 256)", "(default: 200)"]),
+    ("serve", ["TCP port (default: 8080;", "largest request body accepted (default: 20000000)",
+               "request worker threads (default: 4)"]),
+])
+def test_help_shows_what_each_option_does_and_its_default(command, shown):
+    result = run_cli("-m", "edge_runtime", command, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps to the terminal's width
+    for phrase in shown:
+        assert phrase in text, text
+
+
+def test_a_bad_option_is_one_line_and_status_2(bundle):
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle), "x.png", "--top-k", "0")
+    assert result.returncode == 2
+    assert result.stderr == "error: mnist-edge predict: argument --top-k: must be a positive integer, got 0\n"
+
+
+def test_every_command_takes_a_bundle_directory_and_runs_the_int8_model_its_manifest_names(bundle, mnist, tmp_path):
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for name in ("model_f32.tflite", "test_set.npz"):
+        shutil.copy(bundle / name, renamed / name)
+    shutil.copy(bundle / "model_int8.tflite", renamed / "digits-v2.tflite")
+    document = json.loads((bundle / "manifest.json").read_text())
+    document["files"] = {("digits-v2.tflite" if name == "model_int8.tflite" else name): entry
+                         for name, entry in document["files"].items() if name != "model_int8.onnx"}
+    (renamed / "manifest.json").write_text(json.dumps(document))
+    (photo,) = write_digit_photos(mnist, tmp_path / "photos", 1)
+
+    predicted = run_cli("-m", "edge_runtime", "predict", str(renamed), str(photo), "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["model"] == str(renamed / "digits-v2.tflite")
+    info = run_cli("-m", "edge_runtime", "info", str(renamed), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["path"] == str(renamed / "digits-v2.tflite")
+    bench = run_cli("-m", "edge_runtime", "bench", str(renamed), "--runs", "5", "--batch-size", "16")
+    assert bench.returncode == 0, bench.stderr
+    assert f"{renamed / 'digits-v2.tflite'} (" in bench.stdout
+    evaluated = run_cli("-m", "edge_runtime", "eval", str(renamed), "--json", "--tolerance", "100")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert [result["model"] for result in json.loads(evaluated.stdout)["results"]] == ["digits-v2.tflite"]
+
+
+def test_top_k_beyond_the_classes_lists_them_all(bundle, mnist, tmp_path):
+    (photo,) = write_digit_photos(mnist, tmp_path / "photos", 1)
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle), str(photo), "--top-k", "11", "--json")
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(result.stdout)["predictions"]
+    assert sorted(entry["label"] for entry in record["top_k"]) == list(range(10))
+    assert set(record) == {"name", "label", "class_name", "probability", "top_k"}

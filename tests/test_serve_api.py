@@ -91,7 +91,7 @@ def multipart(field, filename, data):
 def cli_labels(bundle, paths):
     result = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), *map(str, paths), "--json")
     assert result.returncode == 0, result.stderr
-    return {entry["file"]: entry["label"] for entry in json.loads(result.stdout)["predictions"]}
+    return {entry["name"]: entry["label"] for entry in json.loads(result.stdout)["predictions"]}
 
 
 def test_the_page_and_its_files_are_served_with_a_content_security_policy(server):
@@ -136,6 +136,11 @@ def test_info_describes_the_model_and_the_self_check(server, bundle):
     assert check["passed"] is True and info["ready"] is True
     # The whole bundled test set was used, so the figure is the one the export recorded, as in eval.
     assert check["accuracy"] == manifest["files"]["model_int8.tflite"]["test_accuracy"]
+    assert check["float_accuracy"] == manifest["source_model"]["test_accuracy"]
+    assert check["float_accuracy_source"] == "recorded at export on the whole test set"
+    float_figure = f"{100 * manifest['source_model']['test_accuracy']:.2f}%"
+    assert any(f"on 500 test images against the float model's {float_figure} recorded at export on the whole "
+               "test set; change " in line for line in server.log), server.log
     assert info["token_required"] is True and info["max_body_bytes"] == BODY_LIMIT
 
 
@@ -208,7 +213,10 @@ def test_bad_uploads_get_the_clis_one_line_message(server, bundle, digit_files):
     (b'{"pixels": [[1, 2], [3, 4]]}', "application/json", 400, "expected shape"),
     (json.dumps({"pixels": np.full((28, 28), 300).tolist()}).encode(), "application/json", 400, "0..255"),
     (json.dumps({"pixels": np.full((28, 28), 1.5).tolist()}).encode(), "application/json", 400, "[0, 1]"),
-    (json.dumps({"pixels": [["a"] * 28] * 28}).encode(), "application/json", 400, "numbers"),
+    (json.dumps({"pixels": [["a"] * 28] * 28}).encode(), "application/json", 400,
+     "pixels: pixels must all be numbers (integers 0..255 or fractions 0..1), with no text, true/false or null among them"),
+    (json.dumps({"pixels": [[True] * 28] * 28}).encode(), "application/json", 400, "with no text, true/false or null"),
+    (json.dumps({"pixels": [[None] * 28] * 28}).encode(), "application/json", 400, "with no text, true/false or null"),
     (json.dumps({"pixels": [[0] * 28] * 27 + [[0] * 5]}).encode(), "application/json", 400, "rectangular"),
     (json.dumps({"pixels": np.zeros((257, 28, 28), np.uint8).tolist()}).encode(), "application/json", 400, "batch of 257"),
     (b"hello", "text/plain", 415, "unsupported Content-Type"),
@@ -230,10 +238,25 @@ def test_a_huge_image_is_refused_from_its_header(server):
     assert status == 400 and "megapixels" in error_of(body)
 
 
-@pytest.mark.parametrize("query, message", [("top_k=0", "1..10"), ("top_k=eleven", "whole number"), ("top_k=11", "1..10")])
+@pytest.mark.parametrize("query, message", [("top_k=0", "top_k must be a whole number of 1 or more, got 0"),
+                                            ("top_k=eleven", "top_k must be a whole number of 1 or more, got 'eleven'")])
 def test_bad_top_k(server, query, message):
     status, _, body = call(server, "POST", f"/api/predict?{query}", body=b"x", headers={"Content-Type": "image/png"})
-    assert status == 400 and message in error_of(body)
+    assert status == 400 and error_of(body) == message
+
+
+def test_top_k_beyond_the_classes_lists_them_all_as_predict_does(server, bundle, digit_files):
+    status, _, body = call(server, "POST", "/api/predict?top_k=11",
+                           *multipart("file", "digit0.png", digit_files["digit0.png"].read_bytes()))
+    assert status == 200
+    served = json.loads(body)["predictions"][0]
+    result = run_cli("-m", "edge_runtime", "predict", str(bundle), str(digit_files["digit0.png"]), "--top-k", "11", "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)["predictions"][0]
+    assert sorted(entry["label"] for entry in served["top_k"]) == list(range(10))
+    # One record: the same keys and values, the service adding only the feedback id, the image and the shadow.
+    assert {key: served[key] for key in printed if key != "name"} == {key: printed[key] for key in printed if key != "name"}
+    assert set(served) - set(printed) == {"id", "input", "shadow"}
 
 
 @pytest.mark.parametrize("length", [1_000_000_000, BODY_LIMIT + 1])
@@ -354,8 +377,10 @@ def test_a_failed_self_check_exits_3_before_the_port_opens(bundle, tmp_path):
 def test_a_partial_self_check_compares_with_the_float_model_on_the_same_images(bundle):
     with ServeProcess(bundle, "--self-check-images", "100", "--tolerance", "100") as process:
         check = json.loads(call(process, "GET", "/api/info", token=None)[2])["self_check"]
-        assert check["images"] == 100 and "model_f32.tflite run here on the same 100 images" == check["float_accuracy_source"]
-        assert any(re.search(r"self-check passed: .* on 100 test images", line) for line in process.log)
+        assert check["images"] == 100 and check["float_accuracy_source"] == "from model_f32.tflite run here on the same 100 images"
+        assert any(re.search(r"self-check passed: \S+% on 100 test images against the float model's \S+% "
+                             r"from model_f32.tflite run here on the same 100 images; change ", line)
+                   for line in process.log), process.log
         assert any(re.search(r"ready on http://127.0.0.1:\d+/ in \d+\.\d+ s", line) for line in process.log)
     with ServeProcess(bundle, "--self-check-images", "0") as process:
         assert call(process, "GET", "/readyz", token=None)[0] == 503
@@ -369,16 +394,59 @@ def test_listening_beyond_loopback_without_a_token_warns_once(bundle):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["/no/such/bundle"], "/no/such/bundle: no such bundle directory"),
-    (["{bundle}", "--model", "model_nope.tflite"], "model_nope.tflite: no such model file"),
-    (["{bundle}", "--token-file", "/no/such/token"], "/no/such/token: cannot read the token file"),
-    (["{bundle}", "--port", "70000"], "--port must be 0..65535"),
-    (["{bundle}", "--workers", "0"], "--workers must be at least 1"),
+    (["/no/such/bundle"], "error: /no/such/bundle: no such bundle directory or model file"),
+    (["{bundle}/model_nope.tflite"], "error: {bundle}/model_nope.tflite: no such bundle directory or model file"),
+    (["{bundle}", "--token-file", "/no/such/token"], "error: /no/such/token: cannot read the token file"),
 ])
-def test_bad_serve_arguments_fail_in_one_line(bundle, arguments, message):
+def test_bad_serve_files_fail_in_one_line(bundle, arguments, message):
     result = run_cli("-m", "edge_runtime", "serve", *[a.format(bundle=bundle) for a in arguments], timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert message in result.stderr.strip().splitlines()[-1]
+    assert result.stderr.strip().splitlines()[-1].startswith(message.format(bundle=bundle))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--port", "70000"], "argument --port: must be a TCP port number 0..65535, got 70000"),
+    (["--port", "abc"], "argument --port: must be a TCP port number 0..65535, got 'abc'"),
+    (["--workers", "0"], "argument --workers: must be a positive integer, got 0"),
+    (["--shadow-rate", "2"], "argument --shadow-rate: must be a number from 0 to 1, got 2.0"),
+    (["--self-check-images", "-1"], "argument --self-check-images: must be a whole number, 0 or more, got -1"),
+    (["--max-body-bytes", "0"], "argument --max-body-bytes: must be a positive integer, got 0"),
+    (["--tolerance", "-1"], "argument --tolerance: must be a finite number of percentage points >= 0, got -1.0"),
+    (["--min-agreement", "150"], "argument --min-agreement: must be a percentage from 0 to 100, got 150.0"),
+    (["--feedback-seconds", "nan"], "argument --feedback-seconds: must be a positive number of seconds, got nan"),
+    (["--collect-max-bytes", "0"], "argument --collect-max-bytes: must be a positive integer, got 0"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_bad_serve_options_fail_in_one_line_with_status_2(bundle, arguments, message):
+    result = run_cli("-m", "edge_runtime", "serve", str(bundle), *arguments, timeout=60)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+def test_serve_takes_a_model_file_and_refuses_a_bundle_without_its_float_reference(bundle, tmp_path):
+    with ServeProcess(bundle / "model_int8.tflite", "--self-check-images", "50", "--tolerance", "100") as process:
+        info = json.loads(call(process, "GET", "/api/info", token=None)[2])
+        assert info["model"] == "model_int8.tflite" and info["live"]["reference"] == "model_f32.tflite"
+    incomplete = make_bundle(bundle, tmp_path / "no-reference")
+    (incomplete / "model_f32.tflite").unlink()
+    served = run_cli("-m", "edge_runtime", "serve", str(incomplete), "--port", "0", timeout=60)
+    evaluated = run_cli("-m", "edge_runtime", "eval", str(incomplete), timeout=60)
+    message = f"error: {incomplete}: model_f32.tflite listed in the manifest but missing"
+    assert served.returncode == evaluated.returncode == 1
+    assert served.stderr.strip().splitlines()[-1] == message and "ready on" not in served.stderr
+    assert evaluated.stderr.strip().splitlines()[-1] == message + " (--allow-missing skips them)"
+
+
+def test_serve_picks_the_int8_model_by_its_manifest_role(bundle, tmp_path):
+    renamed = make_bundle(bundle, tmp_path / "renamed")
+    (renamed / "model_int8.tflite").rename(renamed / "digits-v2.tflite")
+    document = json.loads((renamed / "manifest.json").read_text())
+    # The same place in the manifest's list of files: the first int8 model listed is the one served.
+    document["files"] = {("digits-v2.tflite" if name == "model_int8.tflite" else name): entry
+                         for name, entry in document["files"].items()}
+    (renamed / "manifest.json").write_text(json.dumps(document))
+    with ServeProcess(renamed, "--self-check-images", "50", "--tolerance", "100") as process:
+        assert json.loads(call(process, "GET", "/api/info", token=None)[2])["model"] == "digits-v2.tflite"
 
 
 def test_predict_loads_nothing_of_serve(bundle, digit_files):

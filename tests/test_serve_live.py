@@ -390,12 +390,15 @@ class ServedWithoutReference:
 def make_predictions(checks, count):
     import uuid
 
+    from edge_runtime import classifier
     from edge_runtime.serve import model
 
-    prepared = model.Prepared(pixels=np.zeros((count, 28, 28), np.float32), names=[f"x{index}" for index in range(count)])
+    prepared = model.Prepared(model_input=np.zeros((count, 28, 28, 1), np.float32),
+                              names=[f"x{index}" for index in range(count)])
     probabilities = np.eye(10, dtype=np.float32)[np.arange(count) % 10]
     answer = {"id": uuid.uuid4().hex, "predictions": [{"id": uuid.uuid4().hex, "name": name} for name in prepared.names]}
-    checks.after_prediction(prepared, model.Outcome(probabilities=probabilities, seconds=0.0), answer)
+    predictions = classifier.Predictions(probabilities.argmax(axis=1), probabilities)
+    checks.after_prediction(prepared, model.Outcome(predictions=predictions, seconds=0.0), answer)
     return [prediction["id"] for prediction in answer["predictions"]]
 
 

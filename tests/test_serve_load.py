@@ -37,7 +37,7 @@ def load_files(fixture_bundle, tmp_path_factory):
         paths.append(path)
     result = run_cli("-m", "edge_runtime", "predict", str(bundle / "model_int8.tflite"), *map(str, paths), "--json")
     assert result.returncode == 0, result.stderr
-    labels = {entry["file"]: entry["label"] for entry in json.loads(result.stdout)["predictions"]}
+    labels = {entry["name"]: entry["label"] for entry in json.loads(result.stdout)["predictions"]}
     valid = [(path.read_bytes(), labels[str(path)]) for path in paths]
     png = valid[0][0]
     bad = {
