@@ -10,30 +10,22 @@ import pathlib
 from edge_runtime import backends, errors, manifest as manifest_module
 
 
-class Target:
-    """What a command was pointed at: the bundle directory, its Manifest (None beside a lone model
-    file), and the model file to run."""
+def model_path(target, backend=None):
+    """The model file a command runs for `target`: a bundle directory's int8 model (see `int8_model`),
+    or `target` itself when it is a file (its manifest, if any, is read when the model is loaded).
 
-    __slots__ = ("directory", "manifest", "model")
-
-    def __init__(self, directory, manifest, model):
-        self.directory, self.manifest, self.model = directory, manifest, model
-
-
-def open_target(target, backend=None):
-    """Resolve a bundle directory or a model file into a Target.
-
-    A directory must hold a manifest; its model is `int8_model`'s choice. A file is taken as it is,
-    with the manifest beside it when there is one. Raises: ModelFileError (no such path, no
-    manifest in the directory, no int8 model there), BackendUnavailableError.
+    Raises: ModelFileError (no such path, no manifest in the directory, no int8 model there),
+    BackendUnavailableError.
     """
     target = pathlib.Path(target)
     if target.is_dir():
-        document = manifest_module.read_manifest(target / manifest_module.MANIFEST_NAME)
-        return Target(target, document, int8_model(target, document, backend))
+        if not (target / manifest_module.MANIFEST_NAME).exists():
+            raise errors.ModelFileError(f"{target}: a directory without a {manifest_module.MANIFEST_NAME}: "
+                                        "give a bundle directory or a model file")
+        return int8_model(target, manifest_module.read_manifest(target / manifest_module.MANIFEST_NAME), backend)
     if not target.exists():
         raise errors.ModelFileError(f"{target}: no such bundle directory or model file")
-    return Target(target.parent, manifest_module.manifest_beside(target), target)
+    return target
 
 
 def runnable(path, backend=None):

@@ -67,7 +67,7 @@ def main(argv=None):
     per_digit = generate.DEFAULT_PER_DIGIT if arguments.per_digit is None else arguments.per_digit
     set_dir = arguments.set_dir or arguments.artifacts / "handwriting"
     try:
-        model_path = arguments.model or bundle.open_target(arguments.artifacts).model
+        model_path = arguments.model or bundle.model_path(arguments.artifacts)
         ensure_set(set_dir, seed, per_digit)
         model = Classifier.load(model_path)
     except (FileNotFoundError, errors.EdgeRuntimeError) as error:

@@ -119,8 +119,11 @@ def flipped(bundle, scratch):
 
 RUNTIME_CASES = {
     # Model files.
-    "model missing": case_model(lambda b, s: s / "nothing.tflite", "nothing.tflite: no such model file"),
-    "model is a directory": case_model(lambda b, s: b, "is a directory, not a model file"),
+    "model missing": case_model(lambda b, s: s / "nothing.tflite", "nothing.tflite: no such bundle directory or model file"),
+    "model is a directory without a manifest": case_model(lambda b, s: s, "scratch: a directory without a manifest.json"),
+    "bundle without its int8 model": case_model(lambda b, s: (b / "model_int8.tflite").unlink() or
+                                                (b / "model_int8.onnx").unlink() or b,
+                                                "model_int8.tflite, model_int8.onnx listed in the manifest but missing"),
     "model empty": case_model(lambda b, s: written(s / "m.tflite", b""), "m.tflite: model file is empty"),
     "model is text": case_model(lambda b, s: written(s / "m.tflite", "hello"),
                                 "m.tflite: not a TFLite model (no TFL3 identifier)"),
@@ -168,7 +171,8 @@ RUNTIME_CASES = {
                        2, "--batch-size: must be a positive integer, got -1"),
     "eval tolerance nan": case_eval(lambda b, s, m: None, ["--tolerance", "nan"], "--tolerance: must be a finite number", 2),
     "eval tolerance negative": case_eval(lambda b, s, m: None, ["--tolerance", "-1"], "--tolerance: must be a finite number", 2),
-    "info on a directory": (lambda b, s, m: ["edge_runtime", "info", str(b)], 1, "is a directory, not a model file"),
+    "info on a directory without a manifest": (lambda b, s, m: ["edge_runtime", "info", str(s)], 1,
+                                               "scratch: a directory without a manifest.json"),
     # Manifests.
     "manifest not JSON": case_model(lambda b, s: written(b / "manifest.json", "{oops") and b / "model_int8.tflite",
                                     "manifest.json: not a readable manifest"),
@@ -350,9 +354,11 @@ WORKSTATION_CASES = {
     "train labels repeated": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(m))), "--labels",
                                                str((s / "l.txt").write_text("a\n" * 10) and s / "l.txt")],
                               "l.txt: class names repeat"),
-    "train epochs 0": (lambda s, m, e: ["train", "--epochs", "0"], "epochs must be at least 1, got 0"),
-    "train validation split 1.5": (lambda s, m, e: ["train", "--validation-split", "1.5"], "validation split must be in [0, 1)"),
-    "train epochs not a number": (lambda s, m, e: ["train", "--epochs", "three"], "argument --epochs: invalid int value"),
+    "train epochs 0": (lambda s, m, e: ["train", "--epochs", "0"], "argument --epochs: must be a positive integer, got 0"),
+    "train validation split 1.5": (lambda s, m, e: ["train", "--validation-split", "1.5"],
+                                   "argument --validation-split: must be a number from 0 up to (not including) 1, got 1.5"),
+    "train epochs not a number": (lambda s, m, e: ["train", "--epochs", "three"],
+                                  "argument --epochs: must be a positive integer, got 'three'"),
     "train output dir is a file": (lambda s, m, e: ["train", "--data", str(npz(s / "d.npz", **mnist_like(m))),
                                                     "--output-dir", str((s / "f").write_text("x") and s / "f")],
                                    "f: not a directory"),
@@ -422,7 +428,7 @@ def test_train_export_and_bundle_refuse_bad_input_in_one_line(case, untrained_ex
     argv = setup(scratch, mnist, untrained_export)
     before = snapshot(untrained_export)
     result = run_cli("-m", *argv, cwd=scratch, timeout=300)
-    exit_status = 2 if "invalid" in fragment else 1
+    exit_status = 2 if "invalid" in fragment or "argument --" in fragment else 1  # a bad option: 2
     assert_one_clean_line(result, exit_status, fragment)
     assert snapshot(untrained_export) == before
     assert not list(scratch.rglob("*.partial*"))

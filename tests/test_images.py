@@ -203,7 +203,7 @@ def test_predict_reads_files_directories_and_stdin_and_speaks_json(fixture_bundl
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [entry["name"] for entry in report["predictions"]] == [*map(str, paths), "<stdin>"]
-    assert report["predictions"][0] == {**report["predictions"][3], "file": str(paths[0])}
+    assert report["predictions"][0] == {**report["predictions"][3], "name": str(paths[0])}
     for entry in report["predictions"]:
         assert len(entry["top_k"]) == 2 and entry["top_k"][0]["label"] == entry["label"]
         assert entry["top_k"][0]["probability"] >= entry["top_k"][1]["probability"]

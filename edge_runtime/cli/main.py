@@ -73,7 +73,7 @@ def load_target(arguments, target):
     """The Classifier for a bundle directory (its int8 model, by its manifest role) or a model file."""
     from edge_runtime import bundle
 
-    return load_classifier(arguments, bundle.open_target(target, arguments.backend).model)
+    return load_classifier(arguments, bundle.model_path(target, arguments.backend))
 
 
 def image_sources(items):

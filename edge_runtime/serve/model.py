@@ -77,13 +77,14 @@ class ServedModel:
         """
         from edge_runtime.classifier import Classifier
 
-        found = bundle.open_target(target, backend)
-        if found.manifest is None:
-            raise errors.ModelFileError(f"{found.model}: no manifest beside it; serve needs the whole bundle")
-        model = Classifier.load(found.model, backend=backend, threads=threads, check_integrity=True)
-        reference, note = bundle_check.load_reference(found.directory, found.manifest, backend, threads)
-        return cls(found.directory, model, found.manifest, reference, note,
-                   manifest_sha256=manifest.sha256_of(found.directory / manifest.MANIFEST_NAME))
+        model = Classifier.load(bundle.model_path(target, backend), backend=backend, threads=threads,
+                                check_integrity=True)
+        if model.manifest is None:
+            raise errors.ModelFileError(f"{model.path}: no manifest beside it; serve needs the whole bundle")
+        directory = model.path.parent
+        reference, note = bundle_check.load_reference(directory, model.manifest, backend, threads)
+        return cls(directory, model, model.manifest, reference, note,
+                   manifest_sha256=manifest.sha256_of(directory / manifest.MANIFEST_NAME))
 
     @property
     def top1_histogram(self):
