@@ -19,6 +19,7 @@ import pytest
 
 from tests import colour_shapes
 from tests.conftest import REPO_ROOT, require, run_cli
+from tests.serve_process import ServeProcess, call_json
 
 pytestmark = pytest.mark.slow
 FASHION_MNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
@@ -146,4 +147,14 @@ def test_a_colour_model_with_labels_beside_its_data_goes_through_the_chain(tmp_p
         expected.append(kind)
     classes, text = predicted_classes(bundle, pictures)
     assert sum(name == truth for name, truth in zip(classes, expected)) >= 5, text
+
+    # serve answers with the same record, and the image the page draws is shaped as /api/info says.
+    with ServeProcess(bundle, "--self-check-images", "0") as server:
+        status, info = call_json(server, "GET", "/api/info")
+        assert status == 200 and info["input_shape"] == [32, 32, 3]
+        status, answer = call_json(server, "POST", "/api/predict", body=pictures[1].read_bytes(),
+                                   headers={"Content-Type": "image/png"})
+    assert status == 200, answer
+    (served,) = answer["predictions"]
+    assert np.asarray(served["input"]).shape == (32, 32, 3) and served["class_name"] == classes[1]
     shutil.rmtree(output / "device")

@@ -137,6 +137,9 @@ def test_ten_digits_drawn_stroke_by_stroke_are_read_right(page, digits):
             "const c = document.getElementById('seen').getContext('2d');"
             "return Array.from(c.getImageData(0, 0, 28, 28).data).filter((v, i) => i % 4 === 0);")
         assert max(seen) == 255 and len(seen) == 784  # the 28×28 input the model saw is drawn
+    # Drawn at the input shape /api/info gives, not at a size written into the page.
+    assert page.execute_script("const c = document.getElementById('seen'); return [c.height, c.width];") == [28, 28]
+    assert page.find_element(By.ID, "seen-caption").text == "what the model saw (28×28)"
     truth = [int(digits.y_test[index]) for index in indices]
     print("drawn:", truth, "page says:", shown)
     assert sum(a == b for a, b in zip(shown, truth)) >= 9, (truth, shown)
