@@ -46,7 +46,7 @@ def fake_export(directory):
         "preparation": {"name": "digit", "polarity": "light-on-dark"},
         "data": {"source": "a test"},
         "calibration": {"images": 300, "seed": 0},
-        "tolerances": {"int8_max_accuracy_drop_points": 0.5},
+        "tolerances": {"int8_max_accuracy_drop_points": 0.5, "float_min_agreement": 0.999},
         "files": files,
     }
     (directory / manifest.MANIFEST_NAME).write_text(json.dumps(document))
