@@ -302,3 +302,19 @@ def test_top_k_beyond_the_classes_lists_them_all(bundle, mnist, tmp_path):
     (record,) = json.loads(result.stdout)["predictions"]
     assert sorted(entry["label"] for entry in record["top_k"]) == list(range(10))
     assert set(record) == {"name", "label", "class_name", "probability", "top_k"}
+
+
+def test_eval_on_another_test_set_judges_against_the_float_reference_on_those_images(bundle, tmp_path):
+    with np.load(bundle / "test_set.npz") as archive:
+        np.savez(tmp_path / "part.npz", x_test=archive["x_test"][100:160], y_test=archive["y_test"][100:160])
+    int8 = run_cli("-m", "edge_runtime", "eval", str(bundle), "--test-set", str(tmp_path / "part.npz"),
+                   "--tolerance", "100", "--json")
+    assert int8.returncode == 0, int8.stderr
+    document = json.loads(int8.stdout)
+    assert document["float_accuracy_source"] == "from model_f32.tflite run here on the same 60 images"
+    # The float reference evaluated on its own, on the same images, is the figure the int8 models were held to.
+    alone = run_cli("-m", "edge_runtime", "eval", str(bundle / "model_f32.tflite"), "--test-set",
+                    str(tmp_path / "part.npz"), "--tolerance", "100", "--json")
+    assert alone.returncode == 0, alone.stderr
+    reference_accuracy = json.loads(alone.stdout)["results"][0]["accuracy"]
+    assert [result["float_accuracy"] for result in document["results"]] == [reference_accuracy] * 2
