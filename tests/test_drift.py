@@ -126,18 +126,19 @@ def test_a_bundle_without_a_histogram_serves_with_drift_off():
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--drift-threshold", "1.5"], "--drift-threshold must be 0..1, got 1.5"),
+    (["--drift-threshold", "1.5"], "argument --drift-threshold: must be a number from 0 to 1, got 1.5"),
     (["--drift-window", "100"], "--drift-min-images (200) cannot be more than --drift-window (100)"),
-    (["--drift-window", "0", "--drift-min-images", "0"], "--drift-window must be at least 1, got 0"),
+    (["--drift-window", "0", "--drift-min-images", "0"], "argument --drift-window: must be a positive integer, got 0"),
 ])
-def test_serve_refuses_drift_options_out_of_range(flags, message):
-    from edge_runtime import errors
-    from edge_runtime.serve import server
+def test_serve_refuses_drift_options_out_of_range(flags, message, capsys):
+    from edge_runtime.cli import main
 
-    assert server.parse_config(["bundle"]).drift_window == 500
-    with pytest.raises(errors.InputError) as refused:
-        server.parse_config(["bundle", *flags])
-    assert str(refused.value) == message
+    assert main.parse_arguments(["serve", "bundle"]).drift_window == 500
+    with pytest.raises(SystemExit) as refused:
+        main.parse_arguments(["serve", "bundle", *flags])
+    error = capsys.readouterr().err
+    assert refused.value.code == 2 and len(error.splitlines()) == 1  # a bad option, as for every command
+    assert error.startswith("error: mnist-edge") and error.rstrip().endswith(message), error
 
 
 def test_the_noise_quantile_matches_resampling_and_grows_for_a_spread_histogram():
