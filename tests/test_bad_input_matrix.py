@@ -238,7 +238,7 @@ RUNTIME_CASES = {
     "eval of a float model in the int8 role": case_eval(lambda b, s, m: float_as_int8(b) and None, [],
                                                         "it has float32 input and float32 output tensors"),
     "image name with a newline": case_predict_image(lambda s, m: s / "two\nlines.png", "two\\nlines.png: no such file"),
-    "model name with a newline": case_model(lambda b, s: s / "two\nlines.tflite", "two\\nlines.tflite: no such model file"),
+    "model name with a newline": case_model(lambda b, s: s / "two\nlines.tflite", "two\\nlines.tflite: no such bundle directory or model file"),
 }
 
 
