@@ -60,7 +60,8 @@ def test_manifest_entry_records_role_hash_size_and_details(tmp_path):
     assert entry["sha256"] == runtime_manifest.sha256_of(path)
     document = manifest.build_manifest(
         {"file": "model.keras", "test_accuracy": 0.985}, {path.name: entry}, (32, 32, 3), ("cat", "dog"),
-        "labels.txt", "plain", "as-is", {"images": 10, "seed": 0}, {"int8_max_accuracy_drop_points": 0.5}, "data.npz")
+        "labels.txt", "plain", "as-is", {"images": 10, "seed": 0},
+        {"int8_max_accuracy_drop_points": 0.5, "float_min_agreement": 0.999}, "data.npz")
     parsed = runtime_manifest.Manifest.parse(document)
     assert parsed.classes == ("cat", "dog") and parsed.input_shape == (32, 32, 3) and parsed.preparation == "plain"
     assert document["tools"]["tensorflow-cpu"] is not None and document["tools"]["python"].startswith("3.")
