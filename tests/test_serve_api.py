@@ -139,7 +139,8 @@ def test_info_describes_the_model_and_the_self_check(server, bundle):
     assert check["float_accuracy"] == manifest["source_model"]["test_accuracy"]
     assert check["float_accuracy_source"] == "recorded at export on the whole test set"
     float_figure = f"{100 * manifest['source_model']['test_accuracy']:.2f}%"
-    assert any(f"on 500 test images against the float model's {float_figure} recorded at export on the whole "
+    images = manifest["files"]["test_set.npz"]["images"]
+    assert any(f"on {images} test images against the float model's {float_figure} recorded at export on the whole "
                "test set; change " in line for line in server.log), server.log
     assert info["token_required"] is True and info["max_body_bytes"] == BODY_LIMIT
 
@@ -466,6 +467,6 @@ def test_the_self_check_leaves_the_served_interpreters_at_one_image(bundle):
     served = model.ServedModel.load(bundle)
     assert served.reference is not None
     check = served.self_check(300, tolerance_points=100)
-    assert check.images == 300 and check.passed
+    assert check.summary()["images"] == 300 and check.passed
     for classifier in (served.model, served.reference):
         assert classifier.backend.interpreter.get_input_details()[0]["shape"][0] == 1, classifier.path
