@@ -246,7 +246,7 @@ def test_version_and_the_bare_command_help_a_newcomer():
     bare = run_cli("-m", "edge_runtime")
     assert bare.returncode == 0 and bare.stderr == ""
     listed = [line.split()[0] for line in bare.stdout.splitlines() if line.startswith("    ")]
-    assert listed == ["predict", "eval", "bench", "info", "samples", "serve"]
+    assert listed == ["predict", "eval", "bench", "info", "samples", "serve", "install", "status", "rollback"]
 
 
 @pytest.mark.parametrize("command, shown", [
