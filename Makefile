@@ -18,10 +18,15 @@ RUNTIME_SOURCES := $(wildcard edge_runtime/*.py edge_runtime/*/*.py)
 VENV_STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv train export compare bundle bench handwriting test test-fast test-device system-deps lock clean
+.PHONY: help venv train export compare bundle bench handwriting test test-fast test-device system-deps lock clean
 .DELETE_ON_ERROR:
 
-venv: $(VENV_STAMP)
+# Bare `make` says what there is to make: each target's line ends in "## what it does".
+help:  ## this list
+	@echo "mnist-edge: make TARGET [DATA=... LABELS=... EXTRA_DATA=... SIGNING_KEY=...]; quick start: make train export"
+	@sed -n 's/^\([a-z-]*\):.*## \(.*\)$$/  \1|\2/p' $(firstword $(MAKEFILE_LIST)) | awk -F'|' '{printf "%-16s %s\n", $$1, $$2}'
+
+venv: $(VENV_STAMP)  ## the workstation venv from requirements/workstation.lock (made by any target that needs it)
 
 # The venv is (re)built from the lock file: exact versions, so a clone builds the same thing later.
 # It says what it is doing, a line per stage and pip's line per package (no progress bars: they are
@@ -36,7 +41,7 @@ $(VENV_STAMP): requirements/workstation.lock pyproject.toml
 	@touch $@
 	@echo "venv: ready ($$(du -sh $(VENV) | cut -f1))"
 
-train: $(ARTIFACTS)/model.keras
+train: $(ARTIFACTS)/model.keras  ## train the seed model 3 epochs on MNIST (or DATA=...) into artifacts/model.keras
 
 # DATA, LABELS and EXTRA_DATA are words on the command line, not files make can date. The train
 # recipe records them, with the size and sha256 of the files behind them, in data-inputs.txt; when
@@ -54,7 +59,7 @@ $(ARTIFACTS)/model.keras: $(VENV_STAMP) $(wildcard train/*.py) $(RUNTIME_SOURCES
 	$(PYTHON) -m train --output-dir $(ARTIFACTS) $(DATA_FLAG) $(LABELS_FLAG) $(if $(EXTRA_DATA),--extra-data $(EXTRA_DATA),)
 	$(PYTHON_FOR_VENV) -m train.inputs record $(DATA_INPUTS) $(DATA_INPUTS_GIVEN)
 
-export: $(ARTIFACTS)/manifest.json
+export: $(ARTIFACTS)/manifest.json  ## int8 and float TFLite and ONNX files, each checked, and artifacts/manifest.json
 
 # A manifest whose files are missing or changed (an interrupted or tampered export) is not up to date.
 EXPORT_SET_WHOLE := $(shell test -x $(PYTHON) && $(PYTHON) -m export.check_set $(ARTIFACTS) 2>/dev/null && echo yes)
@@ -68,7 +73,7 @@ $(ARTIFACTS)/manifest.json: $(ARTIFACTS)/model.keras $(wildcard export/*.py) $(R
 # tolerance (COMPARE_TOLERANCE=points overrides it). EXTRA_DATA=samples.npz adds its x_test as a
 # second test set: the report shows both, and the gate holds on both.
 COMPARE_TOLERANCE ?=
-compare: $(ARTIFACTS)/manifest.json
+compare: $(ARTIFACTS)/manifest.json  ## float vs int8, every model in every runtime: artifacts/report/
 	$(PYTHON) -m compare --artifacts $(ARTIFACTS) $(if $(COMPARE_TOLERANCE),--tolerance $(COMPARE_TOLERANCE),) $(DATA_FLAG) \
 		$(if $(EXTRA_DATA),--second-test-set $(EXTRA_DATA),) $(COMPARE_FLAGS)
 
@@ -76,7 +81,7 @@ compare: $(ARTIFACTS)/manifest.json
 # `mnist-edge install` checks on the device against its trusted keys (make signing-key makes a pair).
 SIGNING_KEY ?=
 BUNDLE := $(ARTIFACTS)/mnist-edge-bundle.tar.gz
-bundle: $(BUNDLE) $(if $(SIGNING_KEY),$(BUNDLE).sig,)
+bundle: $(BUNDLE) $(if $(SIGNING_KEY),$(BUNDLE).sig,)  ## the one tarball for the device (SIGNING_KEY=... signs it)
 
 $(BUNDLE).sig: $(BUNDLE) $(SIGNING_KEY)
 	$(PYTHON) -m export.signing sign $(BUNDLE) --key $(SIGNING_KEY)
@@ -84,7 +89,7 @@ $(BUNDLE).sig: $(BUNDLE) $(SIGNING_KEY)
 # An ed25519 key pair for signing bundles: keep the private half off the devices and out of git.
 SIGNING_KEY_PATH ?= keys/mnist-edge-signing
 .PHONY: signing-key
-signing-key: $(VENV_STAMP)
+signing-key: $(VENV_STAMP)  ## make an ed25519 key pair for signing bundles
 	$(PYTHON) -m export.signing new-key $(SIGNING_KEY_PATH)
 
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOURCES) $(wildcard edge_runtime/serve/static/*) export/bundle.py export/mnist-edge.service pyproject.toml
@@ -95,7 +100,7 @@ $(ARTIFACTS)/mnist-edge-bundle.tar.gz: docs/device.md
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings);
 # then `serve` on one core against in-process predict, its time to ready and its memory.
-bench: $(ARTIFACTS)/manifest.json
+bench: $(ARTIFACTS)/manifest.json  ## our runtime against the bare interpreter and Keras, side by side
 	$(PYTHON) benchmarks/bench_runtime.py --artifacts $(ARTIFACTS)
 	$(PYTHON) benchmarks/bench_serve.py --artifacts $(ARTIFACTS)
 
@@ -103,7 +108,7 @@ bench: $(ARTIFACTS)/manifest.json
 # $(ARTIFACTS)/handwriting once) against a plain reference preparation, per style, paired (McNemar).
 # Exits 3 when predict is below HANDWRITING_FLOOR % or below the reference. Needs `make system-deps`.
 HANDWRITING_FLOOR ?= 90
-handwriting: $(ARTIFACTS)/manifest.json
+handwriting: $(ARTIFACTS)/manifest.json  ## predict's accuracy on the handwriting set
 	$(PYTHON) -m handwriting --artifacts $(ARTIFACTS) --min-accuracy $(HANDWRITING_FLOOR) --json $(ARTIFACTS)/handwriting.json
 
 # The bundle installed and run on every emulated Raspberry Pi OS (64-bit bookworm and trixie, 32-bit
@@ -111,14 +116,14 @@ handwriting: $(ARTIFACTS)/manifest.json
 # each rootfs in /var/cache/mnist-edge), compared with x86. PI_ROWS=a,b checks some rows only.
 PI_ROWS ?=
 .PHONY: pi-check
-pi-check: $(ARTIFACTS)/mnist-edge-bundle.tar.gz
+pi-check: $(ARTIFACTS)/mnist-edge-bundle.tar.gz  ## the bundle on every emulated Raspberry Pi OS (root; builds qemu rootfs)
 	bash pi/check.sh --bundle $(ARTIFACTS)/mnist-edge-bundle.tar.gz --python $(PYTHON) $(if $(PI_ROWS),--rows $(PI_ROWS),)
 
-test: $(VENV_STAMP) test-device
+test: $(VENV_STAMP) test-device  ## every test, as CI runs it (root: installs qemu, builds Pi rootfs; see README)
 	$(PYTHON) -m pytest
 
 # Unit and CLI tests only: seconds instead of minutes.
-test-fast: $(VENV_STAMP)
+test-fast: $(VENV_STAMP)  ## unit and CLI tests only (about a minute)
 	$(PYTHON) -m pytest -m "not slow"
 
 # The fast tests in a second venv holding only what a device installs (the edge, serve and install extras, at
@@ -134,7 +139,7 @@ $(DEVICE_STAMP): requirements/workstation.lock pyproject.toml
 		".[edge,serve,install]" pytest
 	touch $@
 
-test-device: $(DEVICE_STAMP)
+test-device: $(DEVICE_STAMP)  ## the fast tests in a venv with only the device's packages (no TensorFlow)
 	MNIST_EDGE_DEVICE_TESTS=1 $(DEVICE_VENV)/bin/python -m pytest -m "not slow"
 
 # Debian packages some tests use: real IDX files (Fashion-MNIST); headless Chromium with its WebDriver
@@ -146,7 +151,7 @@ HANDWRITING_FONTS := fonts-dkg-handwriting fonts-breip fonts-rufscript fonts-sjf
 	fonts-humor-sans fonts-klee fonts-kristi fonts-dancingscript fonts-kaushanscript fonts-yusei-magic \
 	fonts-tlwg-purisa-otf fonts-kiloji fonts-tomsontalks fonts-seto
 SYSTEM_PACKAGES := dataset-fashion-mnist chromium chromium-driver curl prometheus ansible $(HANDWRITING_FONTS)
-system-deps:
+system-deps:  ## Debian packages the tests use (root)
 	@if dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then echo "system packages present"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 
@@ -154,16 +159,16 @@ system-deps:
 # deploy/prometheus/targets/*.json); re-run it when the inventory changes.
 INVENTORY ?= deploy/ansible/inventory.yml
 .PHONY: fleet-targets
-fleet-targets: $(VENV_STAMP)
+fleet-targets: $(VENV_STAMP)  ## Prometheus file_sd targets from the Ansible inventory
 	$(PYTHON) -m deploy.prometheus.targets $(INVENTORY) --out deploy/prometheus/targets/fleet.json
 
 # Re-resolve the workstation pins from pyproject's extras (needs the package index).
-lock:
+lock:  ## re-resolve the workstation pins
 	rm -rf .venv-lock && $(PYTHON_FOR_VENV) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet -e '.[train,serve,dev,install]'
 	{ echo "# Exact versions for the workstation venv (make venv). Regenerate with 'make lock'."; \
 	  .venv-lock/bin/pip freeze --exclude-editable | grep -v '^mnist-edge'; } > requirements/workstation.lock
 	rm -rf .venv-lock
 
-clean:
+clean:  ## remove artifacts/
 	rm -rf $(ARTIFACTS)

@@ -30,3 +30,20 @@ def test_train_shows_its_options_with_their_defaults():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps to the terminal's width
     assert "passes over the training images (default: 3)" in text and "(default: 1337)" in text
+
+
+def test_bare_make_lists_every_target_with_what_it_does():
+    import re
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    listed = subprocess.run(["make", "--no-print-directory"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert "quick start: make train export" in lines[0]
+    described = dict(re.match(r"\s+(\S+)\s+(.+)", line).groups() for line in lines[1:])
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    assert set(described) == targets, set(described) ^ targets
+    assert all(len(text) > 10 for text in described.values())
