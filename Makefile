@@ -22,7 +22,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 .DELETE_ON_ERROR:
 
 # Bare `make` says what there is to make: each target's line ends in "## what it does".
-help:  ## this list
+help:  ## this list of targets and what each makes
 	@echo "mnist-edge: make TARGET [DATA=... LABELS=... EXTRA_DATA=... SIGNING_KEY=...]; quick start: make train export"
 	@sed -n 's/^\([a-z-]*\):.*## \(.*\)$$/  \1|\2/p' $(firstword $(MAKEFILE_LIST)) | awk -F'|' '{printf "%-16s %s\n", $$1, $$2}'
 
