@@ -3,6 +3,8 @@
 `accuracy_drop_failure` is the one place that decides "did this model lose more than the tolerance
 against its float reference?". Export validation, compare's gate, `eval` on the device and the
 service's start-up self-check all call it, so they agree and speak with one message.
+`interval_drop_failure` is the stricter rule the export's recovery ladder chooses by, on data the
+test set never sees: the whole exact paired interval on the drop must be within the tolerance.
 """
 
 import dataclasses
@@ -38,6 +40,29 @@ def accuracy_drop_failure(model_name, accuracy, float_accuracy, tolerance_points
         return None
     return (f"{model_name}: accuracy {100 * accuracy:.2f}% is {drop_points:.2f} points below the float "
             f"model's {100 * float_accuracy:.2f}% (tolerance {tolerance_points:.2f})")
+
+
+def drop_interval(comparison):
+    """(low, high) of the accuracy drop in points, from statistics.paired_comparison(float, candidate).
+
+    The comparison's interval is on candidate minus reference; the drop is its negative.
+    """
+    return -comparison["ci_high_points"], -comparison["ci_low_points"]
+
+
+def interval_drop_failure(model_name, comparison, tolerance_points):
+    """Return None when the upper end of the exact paired interval on the drop is within
+    `tolerance_points`, else the message (the recovery ladder's pass rule).
+
+    Takes the dict of statistics.paired_comparison(reference_correct, candidate_correct).
+    """
+    _, drop_high = drop_interval(comparison)
+    if drop_high <= tolerance_points:
+        return None
+    return (f"{model_name}: accuracy {100 * comparison['candidate_accuracy']:.2f}% is "
+            f"{-comparison['difference_points']:.2f} points below the float model's "
+            f"{100 * comparison['reference_accuracy']:.2f}% on {comparison['n']} images, and up to "
+            f"{drop_high:.2f} by the exact 95% paired interval (tolerance {tolerance_points:.2f})")
 
 
 @dataclasses.dataclass(frozen=True)

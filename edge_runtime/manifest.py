@@ -3,7 +3,8 @@
 export writes it; everything else reads it. It records, once, what the export decided: the role of
 each file (int8 model, float model, float reference, test set), the model's input (shape, layout,
 scaling), the class names, which image preparation the model expects, the tolerances, the
-calibration settings and the tool versions. What the model file itself knows (tensor shapes,
+calibration settings, the tool versions and, when the export's recovery ladder chose the quantized
+model, how: its steps with their figures, the layers kept in float, the precision. What the model file itself knows (tensor shapes,
 quantization) is read from the model, not from here.
 
 A manifest whose `format_version` this runtime does not know, or with a missing or mistyped field,
@@ -33,6 +34,13 @@ ROLE_FLOAT_REFERENCE = "float-reference"  # the float model the device runs to c
 ROLE_TEST_SET = "test-set"  # .npz with x_test (N, H, W[, C]) uint8 and y_test (N,) class indices
 ROLES = (ROLE_INT8_MODEL, ROLE_FLOAT_MODEL, ROLE_FLOAT_REFERENCE, ROLE_TEST_SET)
 MODEL_ROLES = (ROLE_INT8_MODEL, ROLE_FLOAT_MODEL, ROLE_FLOAT_REFERENCE)
+
+# What a model file computes in: float32; int8; int8 with some layers kept in float ("mixed"); int16
+# activations with int8 weights ("16x8"). The last three are ROLE_INT8_MODEL's: the quantized model.
+PRECISIONS = ("float32", "int8", "mixed", "16x8")
+QUANTIZED_PRECISIONS = PRECISIONS[1:]
+# The recovery ladder's steps (export.recovery), cheapest first.
+RECOVERY_STEPS = ("int8", "calibration", "float-fallback", "16x8")
 
 # How a picture is turned into the model's input (edge_runtime.pictures.preparation implements both).
 PREPARATIONS = ("digit", "plain")
@@ -120,7 +128,7 @@ class FileEntry:
         self.details = fields.value
         self.precision = self.test_accuracy = self.images = self.top1_counts = None
         if self.role in MODEL_ROLES:
-            self.precision = fields.get("precision", lambda v: v in ("float32", "int8"), "must be 'float32' or 'int8'")
+            self.precision = fields.get("precision", lambda v: v in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")
             self.test_accuracy = fields.get("test_accuracy", lambda v: _is_number(v) and 0 <= v <= 1,
                                             "must be a number in [0, 1]")
             # How many test images had their top-1 probability in each bin of `top1_histogram`
@@ -138,7 +146,7 @@ class Manifest:
 
     __slots__ = ("path", "document", "classes", "class_names_source", "input_shape", "preparation",
                  "polarity", "float_accuracy", "tolerance_points", "float_min_agreement", "calibration", "data_source",
-                 "files", "top1_edges")
+                 "files", "top1_edges", "recovery")
 
     @classmethod
     def parse(cls, document, source="manifest"):
@@ -184,6 +192,9 @@ class Manifest:
         top.child("calibration").get("images", _is_count, "must be a positive integer")
         top.child("calibration").get("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "must be an integer")
         self.data_source = top.child("data").get("source", lambda v: isinstance(v, str), "must be a string")
+        self.recovery = None
+        if "recovery" in document:
+            self.recovery = parse_recovery(top.child("recovery"))
         files = top.child("files")
         self.files = {name: FileEntry(files.child(name), name) for name in files.value}
         if not self.files:
@@ -239,6 +250,24 @@ class Manifest:
     @property
     def num_classes(self):
         return len(self.classes)
+
+
+def parse_recovery(fields):
+    """Check the `recovery` section (what the export's recovery ladder tried and chose); return it as a dict."""
+    fields.get("chosen", lambda v: v in RECOVERY_STEPS, f"must be one of {', '.join(RECOVERY_STEPS)}")
+    fields.get("precision", lambda v: v in QUANTIZED_PRECISIONS, f"must be one of {', '.join(QUANTIZED_PRECISIONS)}")
+    fields.get("float_layers", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+               "must be a list of tensor names")
+    fields.child("validation").get("images", _is_count, "must be a positive integer")
+    steps = fields.get("steps", lambda v: isinstance(v, list) and len(v) >= 1, "must be a non-empty list")
+    for position in range(len(steps)):
+        step = _Fields(fields.source, f"{fields.prefix}.steps[{position}]", steps[position])
+        step.get("step", lambda v: v in RECOVERY_STEPS, f"must be one of {', '.join(RECOVERY_STEPS)}")
+        step.get("passed", lambda v: isinstance(v, bool), "must be true or false")
+        step.child("validation").get("drop_interval_points",
+                                     lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)),
+                                     "must be [low, high] in points")
+    return fields.value
 
 
 def read_manifest(path):

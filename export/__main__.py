@@ -9,7 +9,7 @@ from edge_runtime.cli.options import OneLineParser
 # TensorFlow's C++ start-up chatter (CPU features, oneDNN notes) buries the progress a user wants.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from export import pipeline, to_onnx, validation
+from export import pipeline, recovery, to_onnx, validation
 from train import command, data
 
 
@@ -35,6 +35,14 @@ def parse_args(argv):
                         help="largest accepted int8 accuracy loss against Keras, in percentage points")
     parser.add_argument("--float-probability-tolerance", type=float,
                         default=tolerances.float_max_probability_difference)
+    ladder = recovery.RecoverySettings()
+    parser.add_argument("--no-recovery", action="store_false", dest="recovery_enabled",
+                        help="export plain int8 as it comes, without the recovery ladder (mixed precision, 16x8)")
+    parser.add_argument("--validation-size", type=int, default=ladder.validation_size,
+                        help="training images held out to choose the quantized model on (stratified by class)")
+    parser.add_argument("--validation-seed", type=int, default=ladder.validation_seed)
+    parser.add_argument("--max-float-layers", type=int, default=ladder.max_float_layers,
+                        help="most layers the ladder keeps in float before it tries 16x8")
     return parser.parse_args(argv)
 
 
@@ -46,8 +54,12 @@ def main(argv=None):
             int8_max_accuracy_drop_points=arguments.pop("max_int8_drop"),
             float_max_probability_difference=arguments.pop("float_probability_tolerance"),
         )
-        pipeline.run_export(pipeline.ExportConfig(tolerances=tolerances, **arguments))
+        settings = recovery.RecoverySettings(
+            enabled=arguments.pop("recovery_enabled"), validation_size=arguments.pop("validation_size"),
+            validation_seed=arguments.pop("validation_seed"), max_float_layers=arguments.pop("max_float_layers"))
+        pipeline.run_export(pipeline.ExportConfig(tolerances=tolerances, recovery=settings, **arguments))
 
+    # recovery.RecoveryFailed is a ValueError: one line, non-zero exit.
     return command.run(stage, (ValueError, FileNotFoundError, data.DataError, validation.ExportValidationError))
 
 

@@ -32,14 +32,15 @@ def file_entry(path, role, **details):
 
 
 def build_manifest(source_model, files, input_shape, classes, class_names_source, preparation, polarity,
-                   calibration, tolerances, data_source, top1_edges=drift.DEFAULT_EDGES):
+                   calibration, tolerances, data_source, top1_edges=drift.DEFAULT_EDGES, recovery=None):
     """Return the manifest as a JSON-ready dict, checked against the runtime's schema.
 
     Takes: `source_model` (dict: file, sha256, parameters, test_accuracy), `files` (name ->
     file_entry), the model's `input_shape` (H, W, C), the class names and where they came from,
     the image `preparation` and training-data `polarity`, the `calibration` settings, the
-    validation `tolerances` (dict), a description of the data (`data_source`) and the bin edges of
-    the top-1 probability histograms the file entries hold (label-free drift, edge_runtime.drift).
+    validation `tolerances` (dict), a description of the data (`data_source`), the bin edges of
+    the top-1 probability histograms the file entries hold (label-free drift, edge_runtime.drift)
+    and, when the recovery ladder chose the quantized models, its record (`recovery`).
     Raises: ManifestFormatError if the result breaks the schema (a bug, caught before writing).
     """
     document = {
@@ -62,5 +63,7 @@ def build_manifest(source_model, files, input_shape, classes, class_names_source
         "tools": tool_versions(),
         "files": files,
     }
+    if recovery is not None:
+        document["recovery"] = recovery
     runtime_manifest.Manifest.parse(document, source="the manifest being written")
     return document

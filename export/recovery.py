@@ -1,0 +1,201 @@
+"""The recovery ladder: when plain int8 loses too much, try remedies in order of cost and keep the first that passes.
+
+Steps, cheapest first:
+1. int8 as the export always made it (the configured calibration);
+2. calibration: the same with more calibration images;
+3. sensitivity: QuantizationDebugger ranks the weighted layers by their int8 error (no candidate);
+4. float fallback: the worst 1, 2, … layers kept in float, the rest int8 (precision "mixed");
+5. 16x8: int16 activations and int8 weights for the whole model.
+
+Every choice is made on a validation split held out of the training data, never on the test set:
+a candidate passes when the upper end of the exact paired interval on its accuracy drop against
+the Keras model (edge_runtime.evaluation.interval_drop_failure) is within the tolerance. The test
+set is then used once, by the export's usual gate on the chosen file. Each candidate's test
+figures are recorded beside its validation figures for the report; they decide nothing.
+"""
+
+import dataclasses
+import pathlib
+import tempfile
+
+import numpy as np
+
+from edge_runtime import backends, classifier, evaluation, statistics
+from export import calibration, sensitivity, to_tflite
+
+
+class RecoveryFailed(ValueError):
+    """No step of the ladder gave a model within the tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoverySettings:
+    """How the ladder searches; `python -m export` flags map onto these fields."""
+
+    enabled: bool = True
+    validation_size: int = 5000  # images held out of the training data for every choice
+    validation_seed: int = 1
+    larger_calibration_size: int = 2000
+    max_float_layers: int = 2
+    debug_images: int = 200  # what QuantizationDebugger measures the layers on (training images)
+
+    def __post_init__(self):
+        for name in ("validation_size", "larger_calibration_size", "debug_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if self.max_float_layers < 0:
+            raise ValueError(f"max float layers must be >= 0, got {self.max_float_layers}")
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One quantized model the ladder made, with what it was measured to do."""
+
+    step: str
+    precision: str  # "int8", "mixed" or "16x8"
+    content: bytes
+    calibration_images: int
+    float_layers: tuple = ()
+    validation: dict = None
+    test: dict = None
+    failure: str = None
+
+    @property
+    def passed(self):
+        return self.failure is None
+
+    @property
+    def drop_high(self):
+        return evaluation.drop_interval(self.validation)[1]
+
+    def record(self):
+        """The manifest's record of this step (JSON-ready)."""
+        low, high = evaluation.drop_interval(self.validation)
+        entry = {
+            "step": self.step,
+            "precision": self.precision,
+            "calibration_images": self.calibration_images,
+            "float_layers": list(self.float_layers),
+            "bytes": len(self.content),
+            "validation": {
+                "accuracy": self.validation["candidate_accuracy"],
+                "drop_points": -self.validation["difference_points"],
+                "drop_interval_points": [low, high],
+                "only_float_right": self.validation["only_reference_right"],
+                "only_candidate_right": self.validation["only_candidate_right"],
+            },
+            "passed": self.passed,
+        }
+        if self.test is not None:
+            entry["test"] = {"accuracy": self.test["candidate_accuracy"], "drop_points": -self.test["difference_points"]}
+        return entry
+
+
+@dataclasses.dataclass
+class Judge:
+    """Measures candidates: on the validation split (for the choice) and the test set (for the record)."""
+
+    validation_input: np.ndarray
+    validation_labels: np.ndarray
+    validation_reference_correct: np.ndarray
+    test_input: np.ndarray
+    test_labels: np.ndarray
+    test_reference_correct: np.ndarray
+    tolerance_points: float
+    directory: pathlib.Path
+
+    def correct(self, content, images, labels):
+        path = self.directory / "candidate.tflite"
+        path.write_bytes(content)
+        model = classifier.Classifier(backends.open_backend(path))
+        return model.predict(images, name="candidate").labels == labels
+
+    def measure(self, candidate):
+        candidate.validation = statistics.paired_comparison(
+            self.validation_reference_correct, self.correct(candidate.content, self.validation_input,
+                                                            self.validation_labels))
+        candidate.test = statistics.paired_comparison(
+            self.test_reference_correct, self.correct(candidate.content, self.test_input, self.test_labels))
+        candidate.failure = evaluation.interval_drop_failure(candidate_name(candidate), candidate.validation,
+                                                             self.tolerance_points)
+        low, high = evaluation.drop_interval(candidate.validation)
+        print(f"  {candidate_name(candidate):<34} validation {100 * candidate.validation['candidate_accuracy']:.2f}% "
+              f"drop {-candidate.validation['difference_points']:+.2f} [{low:+.2f}, {high:+.2f}]  "
+              f"test {100 * candidate.test['candidate_accuracy']:.2f}%  {'pass' if candidate.passed else 'no'}")
+        return candidate
+
+
+def candidate_name(candidate):
+    if candidate.float_layers:
+        return f"{candidate.step} ({len(candidate.float_layers)} in float)"
+    return f"{candidate.step} ({candidate.calibration_images} calibration images)"
+
+
+def validation_split(train_labels, size, seed, pool, exclude):
+    """Stratified, seeded indices of `size` validation images from `pool` (indices), none in `exclude`.
+
+    Raises: ValueError when the pool has fewer than `size` images left.
+    """
+    pool = np.setdiff1d(np.asarray(pool), np.asarray(exclude))
+    if size > len(pool):
+        raise ValueError(f"validation size {size} is more than the {len(pool)} training images available for it")
+    return pool[calibration.stratified_indices(np.asarray(train_labels)[pool], size, seed)]
+
+
+def run_ladder(keras_model, calibration_for, base_calibration_size, settings, judge):
+    """Climb the ladder; return (the chosen Candidate, the manifest's record of the climb).
+
+    Takes: the Keras model (giving probabilities), `calibration_for(count)` returning that many
+    stratified calibration images, the configured calibration size, the RecoverySettings and a Judge.
+    Raises: RecoveryFailed naming the best candidate and its drop when no step passes.
+    """
+    tried = []
+
+    def attempt(candidate):
+        tried.append(judge.measure(candidate))
+        return candidate.passed
+
+    base_images = calibration_for(base_calibration_size)
+    if attempt(Candidate("int8", "int8", to_tflite.convert_int8(keras_model, base_images), base_calibration_size)) \
+            or not settings.enabled:
+        return tried[-1], climb_record(tried, [])
+    print("  int8 misses the tolerance on the validation split; trying the remedies:")
+    larger = max(settings.larger_calibration_size, base_calibration_size)
+    best_images = base_images
+    if larger > base_calibration_size:
+        larger_images = calibration_for(larger)
+        if attempt(Candidate("calibration", "int8", to_tflite.convert_int8(keras_model, larger_images), larger)):
+            return tried[-1], climb_record(tried, [])
+        if tried[-1].drop_high < tried[0].drop_high:
+            best_images = larger_images
+    calibration_size = len(best_images)
+    debug_images = calibration_for(min(settings.debug_images, calibration_size))
+    ranking = [row for row in sensitivity.rank_layers(keras_model, best_images, debug_images)
+               if row["op"] in sensitivity.LAYER_OPS]
+    calibrated = to_tflite.calibrate(keras_model, best_images)
+    for count in range(1, min(settings.max_float_layers, len(ranking)) + 1):
+        layers = tuple(row["tensor"] for row in ranking[:count])
+        content = to_tflite.quantize_calibrated(calibrated, layers)
+        if attempt(Candidate("float-fallback", "mixed", content, calibration_size, layers)):
+            return tried[-1], climb_record(tried, ranking)
+    if attempt(Candidate("16x8", "16x8", to_tflite.convert_16x8(keras_model, best_images), calibration_size)):
+        return tried[-1], climb_record(tried, ranking)
+    best = min(tried, key=lambda candidate: candidate.drop_high)
+    low, high = evaluation.drop_interval(best.validation)
+    raise RecoveryFailed(
+        f"no quantized TFLite model is within {judge.tolerance_points:.2f} points of the float model: the best, "
+        f"{candidate_name(best)}, drops {-best.validation['difference_points']:.2f} points on the validation "
+        f"split (exact 95% interval {low:.2f} to {high:.2f})")
+
+
+def climb_record(tried, ranking):
+    """The manifest's `recovery.steps` and `recovery.sensitivity` for the candidates `tried`."""
+    return {
+        "steps": [candidate.record() for candidate in tried],
+        "sensitivity": [{"op": row["op"], "tensor": row["tensor"], "channel_error": row["channel_error"],
+                         "rmse_over_scale": row["rmse_over_scale"]} for row in ranking],
+    }
+
+
+def temporary_directory():
+    return tempfile.TemporaryDirectory(prefix="recovery-")
