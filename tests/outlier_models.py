@@ -8,12 +8,11 @@ Flatten → Dropout → Dense 10):
   with a positive scale, so the float model computes the same function; only one activation's
   range grows k-fold, as BatchNorm folding does to real models. int8 gives that whole tensor one
   scale, so the other 31 channels lose resolution. 16-bit activations recover it.
-- `weight_outlier(model, k)`: the dense layer's weights that read one flattened feature which is
-  zero on every image (a pooled position where a ReLU channel never fires) set to k times the
-  layer's largest weight. The feature is zero, so the float model's outputs do not change; but
-  int8 gives each output unit's weights one scale, and that scale now crushes the unit's real
-  weights to a few levels. Activations are unchanged, so 16-bit activations do not help; keeping
-  the dense layer in float does.
+- `weight_outlier(model, k)`: the reverse. One channel of a layer ÷ k, and the next layer's weights
+  that read it × k. Now every output channel of the next layer has one large weight, and int8
+  gives each output channel's weights one scale, so its other weights are crushed to a few levels.
+  Weights stay int8 in 16x8, so 16-bit activations do not help; keeping that next layer in float
+  does (the small channel still loses some resolution as an int8 activation).
 """
 
 import numpy as np
@@ -47,30 +46,20 @@ def activation_outlier(model, k, channel=0):
     return clone_with_weights(model, {first.name: [kernel, bias], second.name: [next_kernel, next_bias]})
 
 
-def dead_feature(model, images):
-    """The index of a flattened feature (the dense layer's input) that is zero on every one of `images`.
-
-    Raises: ValueError when every feature fires on some image.
-    """
-    import keras
-
-    dense = layers_of_type(model, "Dense")[-1]
-    features = keras.Model(model.inputs, dense.input).predict(images, batch_size=1000, verbose=0)
-    never = np.flatnonzero(np.all(features == 0.0, axis=0))
-    if not len(never):
-        raise ValueError("every feature of the dense layer's input is non-zero on some image")
-    return int(never[0])
-
-
-def weight_outlier(model, k, images):
-    """The seed model with a dense weight outlier on a feature that is zero on all `images` (see the module doc).
-
-    Returns: (model, the feature's index).
-    """
+def weight_outlier(model, k, layer=1, channel=0):
+    """The seed model with channel `channel` of weighted layer `layer` (0: first convolution, 1: second)
+    scaled by 1/k, and the next layer's weights that read it scaled by k (see the module doc)."""
     if not k > 0:
         raise ValueError(f"the scale k must be positive, got {k}")
-    feature = dead_feature(model, images)
-    dense = layers_of_type(model, "Dense")[-1]
-    kernel, bias = (np.array(value) for value in dense.get_weights())
-    kernel[feature, :] = k * np.abs(kernel).max()
-    return clone_with_weights(model, {dense.name: [kernel, bias]}), feature
+    weighted = layers_of_type(model, "Conv2D") + layers_of_type(model, "Dense")
+    producer, consumer = weighted[layer], weighted[layer + 1]
+    kernel, bias = (np.array(value) for value in producer.get_weights())
+    kernel[..., channel] /= k
+    bias[channel] /= k
+    next_kernel, next_bias = (np.array(value) for value in consumer.get_weights())
+    if next_kernel.ndim == 4:
+        next_kernel[:, :, channel, :] *= k
+    else:
+        # Flatten of (H, W, C) puts the channel on the fastest axis: features c, c + C, c + 2C, ...
+        next_kernel[channel::kernel.shape[-1], :] *= k
+    return clone_with_weights(model, {producer.name: [kernel, bias], consumer.name: [next_kernel, next_bias]})

@@ -254,3 +254,55 @@ def reciprocal(x, x_integer_bits):
     bits_over_unit = x_integer_bits - headroom_plus_one
     shifted_minus_one = wrap_int32(((x << headroom_plus_one) & 0xFFFFFFFF) - (1 << 31))
     return one_over_one_plus_x_for_x_in_0_1(shifted_minus_one), bits_over_unit
+
+
+# --- 16x8 (int16 activations, int8 weights): reference_integer_ops with int64 accumulators ---
+
+def multiply_by_quantized_multiplier_int64(x, multiplier, shift):
+    """MultiplyByQuantizedMultiplier for an int64 accumulator (common.cc, the same in both rounding
+    builds): the multiplier is first rounded to 15 bits, then one rounding shift, truncated to int32."""
+    x = np.asarray(x, dtype=np.int64)
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
+    total_shift = 15 - np.asarray(shift, dtype=np.int64)
+    return wrap_int32((x * reduced + (np.int64(1) << (total_shift - 1))) >> total_shift)
+
+
+def int16_lookup_table(transform, input_scale, input_zero_point, output_scale, output_zero_point):
+    """LUTPopulate for int16 with double arithmetic (as the int16 softmax prepares its tables): 513
+    values of `transform` over the int16 input range, each nudged so that linear interpolation between
+    neighbours errs least at the midpoint; the last value only serves the last slope."""
+    input_min = input_scale * (-32768 - input_zero_point)
+    input_max = input_scale * (32767 - input_zero_point)
+    output_min = output_scale * (-32768 - output_zero_point)
+    output_max = output_scale * (32767 - output_zero_point)
+    steps = 512
+    step = (input_max - input_min) / steps
+    half_step = step / 2
+    scaling = 65536.0 / (output_max - output_min)
+    table = []
+    for i in range(steps):
+        value = transform(input_min + i * step)
+        midpoint = transform(input_min + i * step + half_step)
+        following = transform(input_min + (i + 1) * step)
+        sample = round_half_away_from_zero(value * scaling)
+        interpolated = round_half_away_from_zero((following * scaling + sample) / 2)
+        error = interpolated - round_half_away_from_zero(midpoint * scaling)
+        table.append(min(max(sample - round_half_away_from_zero(error / 2), -32768), 32767))
+    table.append(min(max(round_half_away_from_zero(transform(input_max) * scaling), -32768), 32767))
+    return np.array(table, dtype=np.int64)
+
+
+def int16_table_lookup(values, table):
+    """LUTLookup for int16: the table's value at the top 9 bits, interpolated by the low 7 bits."""
+    values = np.asarray(values, dtype=np.int64)
+    index = 256 + (values >> 7)
+    offset = values & 0x7F
+    base = table[index]
+    slope = table[index + 1] - base
+    return wrap_int16(base + ((slope * offset + 64) >> 7))
+
+
+def wrap_int16(x):
+    """Reduce int64 values modulo 2^16 into int16's range, as a C cast to int16_t does."""
+    return ((np.asarray(x, dtype=np.int64) + (1 << 15)) & 0xFFFF) - (1 << 15)

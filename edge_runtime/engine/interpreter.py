@@ -1,9 +1,12 @@
-"""A numpy-only interpreter for full-integer int8 .tflite models: the `numpy` backend.
+"""A numpy-only interpreter for quantized .tflite models: the `numpy` backend.
 
 It runs where no compiled interpreter installs (ARMv6 and 32-bit Raspberry Pis, new Pythons),
-with the same interface as LiteRT's Interpreter, and its int8 outputs are bit-identical to
-LiteRT's reference kernels (OpResolverType.BUILTIN_REF). The operators are in kernels, the
-file reader in schema, the fixed-point arithmetic in fixed_point.
+with the same interface as LiteRT's Interpreter. It runs what the export's recovery ladder can
+pick: full-integer int8, 16x8 (int16 activations) and int8 with some layers kept in float. Its
+integer outputs are bit-identical to LiteRT's reference kernels (OpResolverType.BUILTIN_REF);
+float layers agree with LiteRT's within 1e-5. The int8 operators are in kernels, the 16x8 ones in
+kernels_16x8, the float ones in float_kernels, the file reader in schema, the fixed-point
+arithmetic in fixed_point.
 
     interpreter = Interpreter(model_path="model_int8.tflite")
     interpreter.allocate_tensors()
@@ -24,7 +27,7 @@ import sysconfig
 import numpy as np
 
 from edge_runtime import errors
-from edge_runtime.engine import kernels, schema
+from edge_runtime.engine import float_kernels, kernels, kernels_16x8, schema
 
 ARITHMETIC_ENVIRONMENT_VARIABLE = "MNIST_EDGE_NUMPY_ARITHMETIC"
 ARITHMETICS = ("float", "integer")
@@ -73,6 +76,23 @@ def choose_arithmetic(requested=None):
     return choice
 
 
+def kernel_class(operator, tensors):
+    """The kernel for `operator`, chosen by the type of its first input: int16 → 16x8, float32 → float
+    (a layer a fallback kept in float; QUANTIZE from float stays the int8 kernel), else int8."""
+    first = tensors[operator.inputs[0]] if operator.inputs and operator.inputs[0] >= 0 else None
+    type_name = None if first is None else first.type_name
+    if type_name == "int16" and operator.name in kernels_16x8.KERNELS_16X8:
+        return kernels_16x8.KERNELS_16X8[operator.name]
+    if type_name == "float32" and operator.name in float_kernels.FLOAT_KERNELS:
+        return float_kernels.FLOAT_KERNELS[operator.name]
+    return kernels.KERNELS.get(operator.name)
+
+
+def supported_operators():
+    return ", ".join(sorted(kernels.KERNELS)) + "; in 16x8: " + ", ".join(sorted(kernels_16x8.KERNELS_16X8)) + \
+        "; in float: " + ", ".join(sorted(float_kernels.FLOAT_KERNELS))
+
+
 class Interpreter:
     """Run an int8 .tflite model with numpy; the subset of LiteRT's Interpreter that runtimes use.
 
@@ -115,17 +135,17 @@ class Interpreter:
             raise self.refuse(f"it has {model.subgraph_count} subgraphs (control flow); only one is supported")
         for index in model.inputs + model.outputs:
             tensor = model.tensors[index]
-            if tensor.dtype is None or np.dtype(tensor.dtype) not in (np.dtype(np.int8), np.dtype(np.float32)):
+            if tensor.dtype is None or np.dtype(tensor.dtype) not in (np.dtype(np.int8), np.dtype(np.int16),
+                                                                      np.dtype(np.float32)):
                 raise self.refuse(f"model input/output {tensor.name!r} is {tensor.type_name}")
         built = []
         for operator in model.operators:
-            kernel_class = kernels.KERNELS.get(operator.name)
-            if kernel_class is None:
-                supported = ", ".join(sorted(kernels.KERNELS))
+            found = kernel_class(operator, model.tensors)
+            if found is None:
                 raise self.refuse(f"operator {operator.index} is {operator.name}, which it does not support "
-                                  f"(it supports {supported})")
+                                  f"(it supports {supported_operators()})")
             try:
-                built.append(kernel_class(operator, model.tensors, self.arithmetic))
+                built.append(found(operator, model.tensors, self.arithmetic))
             except kernels.UnsupportedModel as error:
                 raise self.refuse(f"operator {operator.index}: {error}") from None
             except (ValueError, LookupError, TypeError, AttributeError, ArithmeticError) as error:
@@ -136,7 +156,7 @@ class Interpreter:
             if model.tensors[index].type_name == "float32" and not any(
                     operator.name == "QUANTIZE" and operator.inputs[:1] == [index] for operator in model.operators):
                 raise self.refuse("its input is float32 and is not quantized by a QUANTIZE op: a float model; "
-                                  "the numpy engine runs full-integer int8 models only")
+                                  "the numpy engine runs quantized models only")
         return built
 
     def plan_lifetimes(self):
