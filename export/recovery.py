@@ -132,13 +132,16 @@ def candidate_name(candidate):
 
 
 def validation_split(train_labels, size, seed, pool, exclude):
-    """Stratified, seeded indices of `size` validation images from `pool` (indices), none in `exclude`.
+    """Stratified, seeded indices of `size` validation images from `pool` (indices), none in `exclude`;
+    all of the pool's when it holds fewer (a small dataset), which the manifest then records.
 
-    Raises: ValueError when the pool has fewer than `size` images left.
+    Raises: ValueError when the pool holds no image outside `exclude`.
     """
     pool = np.setdiff1d(np.asarray(pool), np.asarray(exclude))
-    if size > len(pool):
-        raise ValueError(f"validation size {size} is more than the {len(pool)} training images available for it")
+    if not len(pool):
+        raise ValueError("no training images are left for the validation split once calibration has its own")
+    if size >= len(pool):
+        return pool
     return pool[calibration.stratified_indices(np.asarray(train_labels)[pool], size, seed)]
 
 
