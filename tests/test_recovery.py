@@ -64,16 +64,21 @@ def recorded_manifest(untrained_export, **changes):
 
 def test_the_manifest_reads_a_recovery_record_and_the_new_precisions(untrained_export):
     document = recorded_manifest(untrained_export)
-    assert document["recovery"]["chosen"] == "int8" and document["recovery"]["precision"] == "int8"
-    step = document["recovery"]["steps"][0]
+    assert set(document["recovery"]["models"]) == {"model_int8.tflite", "model_int8.onnx"}
+    record = document["recovery"]["models"]["model_int8.tflite"]
+    assert record["chosen"] == "int8" and record["precision"] == "int8" and record["float_layers"] == []
+    step = record["steps"][0]
     assert step["step"] == "int8" and step["passed"] is True and len(step["validation"]["drop_interval_points"]) == 2
     document["files"]["model_int8.tflite"]["precision"] = "16x8"
-    document["recovery"] = {**document["recovery"], "chosen": "16x8", "precision": "16x8"}
+    record.update(chosen="16x8", precision="16x8")
     parsed = manifest.Manifest.parse(document, source="m.json")
-    assert parsed.files["model_int8.tflite"].precision == "16x8" and parsed.recovery["chosen"] == "16x8"
-    document["recovery"] = {**document["recovery"], "chosen": "bigger-model"}
-    with pytest.raises(errors.ModelFileError, match=r"m.json: field 'recovery.chosen' must be one of int8, calibration"):
+    assert parsed.files["model_int8.tflite"].precision == "16x8"
+    assert parsed.recovery["models"]["model_int8.tflite"]["chosen"] == "16x8"
+    record.update(chosen="bigger-model")
+    with pytest.raises(errors.ModelFileError,
+                       match=r"m.json: field 'recovery.models.model_int8.tflite.chosen' must be one of int8, calibration"):
         manifest.Manifest.parse(document, source="m.json")
-    document["recovery"] = {**document["recovery"], "chosen": "int8", "steps": [{"step": "int8", "passed": "yes"}]}
-    with pytest.raises(errors.ModelFileError, match=r"field 'recovery.steps\[0\].passed' must be true or false"):
+    record.update(chosen="int8", steps=[{"step": "int8", "passed": "yes"}])
+    with pytest.raises(errors.ModelFileError,
+                       match=r"field 'recovery.models.model_int8.tflite.steps\[0\].passed' must be true or false"):
         manifest.Manifest.parse(document, source="m.json")
