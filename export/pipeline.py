@@ -175,8 +175,12 @@ class QuantizedChoice:
 
     def choose(self, maker, name):
         """Climb the ladder for the file `name`; return the chosen recovery.Candidate."""
+        rank = self.rank
+        if hasattr(maker, "rank"):
+            def rank(images):
+                return maker.rank(images, lambda content: self.judge.validation_accuracy(content, maker.suffix))
         chosen, climb = recovery_ladder.run_ladder(maker, self.calibration_for, self.config.calibration_size,
-                                                   self.settings, self.judge, self.rank)
+                                                   self.settings, self.judge, rank)
         self.models[name] = {"chosen": chosen.step, "precision": chosen.precision,
                              "float_layers": list(chosen.float_layers), **climb}
         return chosen

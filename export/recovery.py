@@ -3,8 +3,9 @@
 Steps, cheapest first, for the TFLite and the ONNX int8 model alike:
 1. int8 as the export always made it (the configured calibration);
 2. calibration: the same with more calibration images;
-3. sensitivity: QuantizationDebugger ranks the weighted layers by their int8 error (no candidate;
-   ONNX takes the same ranking, matched by the layers' order);
+3. sensitivity: the weighted layers ranked, worst first (no candidate): TFLite by
+   QuantizationDebugger's per-layer error, ONNX by the validation accuracy with each layer alone
+   kept in float;
 4. float fallback: the worst 1, 2, … layers kept in float, the rest int8 (precision "mixed";
    TFLite denylisted_nodes, ONNX nodes_to_exclude);
 5. 16-bit activations for the whole model: TFLite 16x8, ONNX QDQ with int16 activations.
@@ -112,6 +113,10 @@ class Judge:
         model = classifier.Classifier(backends.open_backend(path))
         return model.predict(images, name="candidate").labels == labels
 
+    def validation_accuracy(self, content, suffix):
+        """Accuracy on the validation split alone (for rankings by measurement)."""
+        return float(np.mean(self.correct(content, self.validation_input, self.validation_labels, suffix)))
+
     def measure(self, candidate, suffix):
         candidate.validation = statistics.paired_comparison(
             self.validation_reference_correct, self.correct(candidate.content, self.validation_input,
@@ -218,8 +223,7 @@ def climb_record(tried, ranking):
     """The manifest's `recovery.steps` and `recovery.sensitivity` for the candidates `tried`."""
     return {
         "steps": [candidate.record() for candidate in tried],
-        "sensitivity": [{"op": row["op"], "tensor": row["tensor"], "layer_index": row["layer_index"],
-                         "channel_error": row["channel_error"], "rmse_over_scale": row["rmse_over_scale"]}
+        "sensitivity": [{key: value for key, value in row.items() if key not in ("mean_error", "max_abs_error", "scale")}
                         for row in ranking],
     }
 

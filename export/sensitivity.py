@@ -13,9 +13,11 @@ compare --layer-errors shows both; the export's recovery ladder ranks by the cha
 import contextlib
 import csv
 import io
+import warnings
 
 import numpy as np
 
+from edge_runtime import backends
 from export import to_tflite
 
 # Ops whose weights a fallback can keep in float; the others (pooling, reshape) follow their input.
@@ -24,13 +26,14 @@ LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 def channel_error(float_values, quantized_values, scale, zero_point):
     """Mean over output channels of RMSE / float RMS (the channel is the last axis); 0 for silent channels."""
-    reference = np.asarray(float_values, dtype=np.float64)
-    dequantized = (np.asarray(quantized_values, dtype=np.float64) - zero_point) * scale
-    channels = reference.shape[-1] if reference.ndim else 1
-    reference, dequantized = reference.reshape(-1, channels), dequantized.reshape(-1, channels)
-    rms = np.sqrt(np.mean(reference ** 2, axis=0))
-    rmse = np.sqrt(np.mean((dequantized - reference) ** 2, axis=0))
-    live = rms > 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        reference = np.asarray(float_values, dtype=np.float64)
+        dequantized = (np.asarray(quantized_values, dtype=np.float64) - zero_point) * scale
+        channels = reference.shape[-1] if reference.ndim else 1
+        reference, dequantized = reference.reshape(-1, channels), dequantized.reshape(-1, channels)
+        rms = np.sqrt(np.mean(reference ** 2, axis=0))
+        rmse = np.sqrt(np.mean((dequantized - reference) ** 2, axis=0))
+    live = (rms > 0) & np.isfinite(rms) & np.isfinite(rmse)
     return float(np.mean(rmse[live] / rms[live])) if live.any() else 0.0
 
 
@@ -52,10 +55,17 @@ def rank_layers(keras_model, calibration_images, debug_images):
     converter = to_tflite.quantizing_converter(keras_model, calibration_images)
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_direct_compare_metrics={"channel_error": channel_error})
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras 3 prints the SavedModel signature
+    def run():
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=debug_dataset, debug_options=options)
         debugger.run()
+        return debugger
+
+    # Keras 3 prints the SavedModel signature, the quantizer its settings, TF its deprecation of
+    # tf.lite.Interpreter (which the debugger itself uses): none of it is the user's business.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        debugger = backends.without_native_stderr(run)
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     rows = []

@@ -143,7 +143,7 @@ def test_the_report_names_the_classes():
 
 def test_layer_error_table_keeps_its_columns():
     rows = [{"op": "CONV_2D", "tensor": "model/conv2d/Relu;model/conv2d/BiasAdd", "rmse_over_scale": 0.4,
-             "mean_error": -0.001, "max_abs_error": 0.05, "scale": 0.01}]
+             "channel_error": 0.125, "mean_error": -0.001, "max_abs_error": 0.05, "scale": 0.01}]
     table = table_rows(layer_errors.markdown(rows), "| op |")
-    assert all(len(cells(line)) == 5 for line in table)
-    assert cells(table[2])[1] == "`model/conv2d/Relu`"
+    assert all(len(cells(line)) == 6 for line in table)
+    assert cells(table[2])[1:3] == ["`model/conv2d/Relu`", "0.125"]
