@@ -82,3 +82,157 @@ def test_the_manifest_reads_a_recovery_record_and_the_new_precisions(untrained_e
     with pytest.raises(errors.ModelFileError,
                        match=r"field 'recovery.models.model_int8.tflite.steps\[0\].passed' must be true or false"):
         manifest.Manifest.parse(document, source="m.json")
+
+
+class FakeMaker:
+    """Candidates named by what made them, so a fake judge can give each its figures."""
+
+    format, suffix, precision_16 = "TFLite", ".tflite", "16x8"
+
+    def int8(self, images):
+        return f"int8-{len(images)}".encode()
+
+    def with_float_layers(self, images, rows):
+        return f"float-{len(rows)}".encode()
+
+    def float_layer_names(self, rows):
+        return tuple(row["tensor"] for row in rows)
+
+    def sixteen_bit(self, images):
+        return b"16x8"
+
+
+class FakeJudge:
+    """Gives each candidate the paired counts (only float right, only candidate right) of `drops`."""
+
+    tolerance_points = 0.5
+
+    def __init__(self, drops):
+        self.drops, self.seen = drops, []
+
+    def measure(self, candidate, suffix):
+        self.seen.append(candidate.content.decode())
+        only_float, only_candidate = self.drops[candidate.content.decode()]
+        candidate.validation = candidate.test = comparison(only_float, only_candidate)
+        candidate.failure = evaluation.interval_drop_failure("m", candidate.validation, self.tolerance_points)
+        return candidate
+
+
+RANKING = [{"op": "FULLY_CONNECTED", "tensor": "dense", "layer_index": 2},
+           {"op": "CONV_2D", "tensor": "conv2", "layer_index": 1}]
+
+
+def climb(drops, **settings):
+    judge = FakeJudge(drops)
+    chosen, record = recovery.run_ladder(FakeMaker(), lambda count: np.zeros((count, 1)), 300,
+                                         recovery.RecoverySettings(**settings), judge, lambda images: RANKING)
+    return chosen, record, judge.seen
+
+
+BAD, GOOD = (90, 2), (3, 3)
+
+
+def test_the_ladder_stops_at_plain_int8_when_it_passes():
+    chosen, record, seen = climb({"int8-300": GOOD})
+    assert (chosen.step, chosen.precision, seen) == ("int8", "int8", ["int8-300"])
+    assert [step["step"] for step in record["steps"]] == ["int8"] and record["sensitivity"] == []
+
+
+def test_the_ladder_climbs_in_order_of_cost_and_keeps_the_first_that_passes():
+    chosen, record, seen = climb({"int8-300": BAD, "int8-2000": BAD, "float-1": BAD, "float-2": GOOD})
+    assert seen == ["int8-300", "int8-2000", "float-1", "float-2"]
+    assert (chosen.step, chosen.precision, chosen.float_layers) == ("float-fallback", "mixed", ("dense", "conv2"))
+    assert [step["passed"] for step in record["steps"]] == [False, False, False, True]
+    assert record["sensitivity"][0]["tensor"] == "dense"
+    chosen, _, seen = climb({"int8-300": BAD, "int8-2000": BAD, "float-1": BAD, "16x8": GOOD}, max_float_layers=1)
+    assert seen[-1] == "16x8" and (chosen.step, chosen.precision) == ("16x8", "16x8")
+
+
+def test_without_recovery_the_ladder_keeps_plain_int8_even_when_it_loses():
+    chosen, record, seen = climb({"int8-300": BAD}, enabled=False)
+    assert (chosen.step, chosen.passed, seen) == ("int8", False, ["int8-300"])
+
+
+def test_a_model_no_step_saves_fails_in_one_line_naming_the_best_candidate():
+    drops = {"int8-300": BAD, "int8-2000": (60, 2), "float-1": (30, 4), "float-2": BAD, "16x8": BAD}
+    with pytest.raises(recovery.RecoveryFailed) as failure:
+        climb(drops)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("no quantized TFLite model is within 0.50 points of the float model: the best, "
+                              "float-fallback (1 in float), drops 0.63 points")
+
+
+# --- the numpy engine on what the ladder picks, op by op against LiteRT's reference kernels ---
+
+def op_by_op(path, grey_images):
+    """Feed each of the numpy engine's operators LiteRT's own inputs; return (op, kernel, LiteRT output, ours)."""
+    litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is the reference")
+    from edge_runtime.engine import interpreter as numpy_engine
+
+    reference = litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                                   experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    ours = numpy_engine.Interpreter(model_path=path)
+    detail = reference.get_input_details()[0]
+    batch = grey_images.astype(np.float32)[..., None] / 255
+    if detail["dtype"] != np.float32:
+        scale, zero_point = detail["quantization"]
+        limits = np.iinfo(detail["dtype"])
+        batch = np.clip(np.round(batch / scale) + zero_point, limits.min, limits.max).astype(detail["dtype"])
+    for interpreter in (reference, ours):
+        interpreter.resize_tensor_input(detail["index"], batch.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], batch)
+    reference.invoke()
+    ours.invoke()
+    results = []
+    for kernel, shapes in zip(ours.kernels, ours.output_shapes):
+        if kernel.folds:
+            continue
+        inputs = [reference.get_tensor(index) if index >= 0 else None for index in kernel.operator.inputs]
+        results.append((kernel.operator.name, type(kernel).__name__, reference.get_tensor(kernel.operator.outputs[0]),
+                        kernel.run(inputs, shapes)[0]))
+    output = reference.get_output_details()[0]["index"]
+    return results, reference.get_tensor(output), ours.get_tensor(output)
+
+
+@pytest.fixture(scope="module")
+def recovered_small_models(tmp_path_factory, mnist):
+    """The small seed-like test model (random weights) as 16x8 and with its dense layer kept in float."""
+    keras = pytest.importorskip("keras", reason="converting test models needs TensorFlow/Keras (the workstation venv)")
+    from export import sensitivity, to_tflite
+    from tests import int8_test_models
+
+    keras.utils.set_random_seed(7)
+    model = int8_test_models.seed_like()
+    calibration_images = int8_test_models.images_for((28, 28, 1), mnist.x_train[:200])
+    directory = tmp_path_factory.mktemp("recovered")
+    (directory / "16x8.tflite").write_bytes(to_tflite.convert_16x8(model, calibration_images))
+    dense = next(row["tensor"] for row in sensitivity.rank_layers(model, calibration_images, calibration_images[:20])
+                 if row["op"] == "FULLY_CONNECTED")
+    mixed = to_tflite.quantize_calibrated(to_tflite.calibrate(model, calibration_images), [dense])
+    (directory / "mixed.tflite").write_bytes(mixed)
+    return directory
+
+
+def test_the_numpy_engine_runs_16x8_bit_exactly_as_litert(recovered_small_models, mnist):
+    results, theirs, ours = op_by_op(recovered_small_models / "16x8.tflite", mnist.x_test[:300])
+    kernels = {kernel for _, kernel, _, _ in results}
+    assert {"Conv2D16", "MaxPool16", "FullyConnected16", "Softmax16"} <= kernels
+    for name, kernel, expected, got in results:
+        assert got.dtype == expected.dtype == np.int16 or name == "RESHAPE", (name, kernel)
+        assert np.array_equal(got, expected), f"{name} ({kernel}): {int((got != expected).sum())} values differ"
+    assert theirs.dtype == np.int16 and np.array_equal(theirs, ours)
+
+
+def test_the_numpy_engine_runs_a_mixed_model_float_layers_within_1e_5(recovered_small_models, mnist):
+    results, theirs, ours = op_by_op(recovered_small_models / "mixed.tflite", mnist.x_test[:300])
+    floats = [(name, kernel) for name, kernel, expected, _ in results if expected.dtype == np.float32]
+    assert ("FULLY_CONNECTED", "FullyConnectedFloat") in floats
+    for name, kernel, expected, got in results:
+        if expected.dtype == np.float32:
+            # Relative to the tensor's size: the sums are taken in another order than LiteRT's.
+            assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max())), (name, kernel)
+        else:
+            assert np.array_equal(got, expected), f"{name} ({kernel}): {int((got != expected).sum())} values differ"
+    assert theirs.dtype == np.int8 and (theirs != ours).mean() < 0.01
