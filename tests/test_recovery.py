@@ -1,6 +1,7 @@
 """The recovery ladder: its pass rule, its validation split, the manifest's record, and the numpy engine on
 what it picks (16x8, int8 with layers in float), against LiteRT's reference kernels."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from edge_runtime import errors, evaluation, manifest, statistics
 from export import recovery
+from tests import outlier_models
 from tests.conftest import run_cli
 
 
@@ -236,3 +238,81 @@ def test_the_numpy_engine_runs_a_mixed_model_float_layers_within_1e_5(recovered_
         else:
             assert np.array_equal(got, expected), f"{name} ({kernel}): {int((got != expected).sum())} values differ"
     assert theirs.dtype == np.int8 and (theirs != ours).mean() < 0.01
+
+
+# --- the outlier models of tests/outlier_models.py, exported through the ladder (slow) ---
+
+OUTLIER_CASES = {
+    # name: (how to build it from the trained seed model, export flags, the TFLite step expected)
+    "conv1 channel 0 x 300": (lambda seed: outlier_models.activation_outlier(seed, 300), [], "16x8"),
+    "conv1 channel 0 x 1000": (lambda seed: outlier_models.activation_outlier(seed, 1000), [], "16x8"),
+    # onnxruntime needs all three layers in float for this one (see the report), TFLite only the dense one.
+    "conv2 channel 0 / 100, dense x 100": (lambda seed: outlier_models.weight_outlier(seed, 100),
+                                           ["--max-float-layers", "3"], "float-fallback"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(OUTLIER_CASES))
+def outlier_export(request, trained, tmp_path_factory):
+    """One outlier model built from the trained seed model, exported through `python -m export`."""
+    import shutil
+
+    import keras
+
+    build, flags, expected = OUTLIER_CASES[request.param]
+    directory = tmp_path_factory.mktemp("outlier")
+    build(keras.models.load_model(trained / "model.keras")).save(directory / "model.keras")
+    shutil.copy(trained / "history.json", directory / "history.json")  # which images training held out
+    exported = run_cli("-m", "export", "--model", str(directory / "model.keras"), "--output-dir", str(directory),
+                       *flags)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    return directory, expected, exported.stdout
+
+
+@pytest.mark.slow
+def test_each_outlier_model_ends_within_tolerance_by_the_interval_rule(outlier_export):
+    directory, expected, printed = outlier_export
+    document = manifest.read_manifest(directory / manifest.MANIFEST_NAME)
+    tolerance = document.tolerance_points
+    record = document.recovery["models"]["model_int8.tflite"]
+    steps = record["steps"]
+    assert steps[0]["step"] == "int8" and not steps[0]["passed"]
+    assert record["chosen"] == steps[-1]["step"] == expected and steps[-1]["passed"]
+    assert all(step["validation"]["drop_interval_points"][1] > tolerance for step in steps[:-1])
+    assert steps[-1]["validation"]["drop_interval_points"][1] <= tolerance
+    entry = document.files["model_int8.tflite"]
+    assert entry.precision == record["precision"] == {"16x8": "16x8", "float-fallback": "mixed"}[expected]
+    if expected == "float-fallback":
+        assert len(record["float_layers"]) == 1 and entry.details["float_layers"] == record["float_layers"]
+    assert 100 * (document.float_accuracy - entry.test_accuracy) <= tolerance
+    assert document.recovery["models"]["model_int8.onnx"]["steps"][-1]["passed"]
+    assert f"{record['chosen']} (" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["litert", "numpy"])
+def test_eval_passes_on_each_outlier_export_with_litert_and_the_numpy_engine(outlier_export, backend):
+    directory, _, _ = outlier_export
+    result = run_cli("-m", "edge_runtime", "eval", str(directory / "model_int8.tflite"), "--backend", backend, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["results"][0]["backend"] == backend
+    assert report["results"][0]["drop_points"] <= report["tolerance_points"]
+
+
+@pytest.mark.slow
+def test_the_seed_model_still_exports_plain_int8_unchanged(trained, mnist):
+    """The ladder stops at its first step for the seed model: the same int8 file as --no-recovery gives."""
+    import keras
+
+    from export import calibration, to_tflite
+
+    document = manifest.read_manifest(trained / manifest.MANIFEST_NAME)
+    for name in ("model_int8.tflite", "model_int8.onnx"):
+        record = document.recovery["models"][name]
+        assert record["chosen"] == "int8" and [step["step"] for step in record["steps"]] == ["int8"]
+        assert document.files[name].precision == "int8"
+    images = calibration.calibration_images(mnist.x_train, mnist.y_train, document.calibration["images"],
+                                            document.calibration["seed"], document.input_shape)
+    plain = to_tflite.convert_int8(keras.models.load_model(trained / "model.keras"), images)
+    assert manifest.sha256_of(trained / "model_int8.tflite") == hashlib.sha256(plain).hexdigest()
