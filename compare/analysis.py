@@ -3,7 +3,7 @@
 import numpy as np
 
 from edge_runtime import statistics
-from edge_runtime import evaluation
+from edge_runtime import evaluation, manifest as manifest_module
 
 
 def summarize(runs, labels, class_names, tolerance_points):
@@ -40,7 +40,7 @@ def summarize(runs, labels, class_names, tolerance_points):
         failure for failure in (
             evaluation.accuracy_drop_failure(f"{row['model']} ({row['runtime']})", row["accuracy"], rows[0]["accuracy"],
                                              tolerance_points)
-            for row in rows if row["precision"] == "int8"
+            for row in rows if row["precision"] in manifest_module.QUANTIZED_PRECISIONS
         ) if failure
     ]
     return {
@@ -84,7 +84,7 @@ def cross_runtime_consistency(runs):
 def disagreements(runs, labels, limit=16):
     """The test images where the float model and the first int8 TFLite run disagree (indices first)."""
     reference = runs[0]
-    quantized = next((run for run in runs if run.precision == "int8"), None)
+    quantized = next((run for run in runs if run.precision in manifest_module.QUANTIZED_PRECISIONS), None)
     if quantized is None:
         return {"model": None, "indices": []}
     indices = np.flatnonzero(reference.labels != quantized.labels)

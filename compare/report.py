@@ -3,7 +3,7 @@
 import json
 import math
 
-from edge_runtime import atomic_files
+from edge_runtime import atomic_files, manifest
 
 
 def number(value, fmt):
@@ -88,6 +88,37 @@ def second_test_set_section(summary):
         main_table(summary, speed=False),
         "**Gate on this set:** " + ("passed." if gate["passed"] else "FAILED — " + "; ".join(gate["failures"])),
     ])
+
+
+def what_it_is(record):
+    """One plain sentence on what the export's recovery ladder chose for one file."""
+    return f"{manifest.describe_precision(record['precision'], record['float_layers'])}, chosen at step {record['chosen']}"
+
+
+def recovery_section(recovery):
+    """The ladder each quantized file climbed at export (manifest `recovery`), as tables."""
+    validation = recovery["validation"]
+    lines = [
+        "## How each quantized model was chosen (the export's recovery ladder)",
+        f"Chosen on {validation['images']:,} validation images ({validation['drawn_from']}; the float model "
+        f"scores {100 * validation['float_accuracy']:.2f}% there), never on the test set: a step passes when the "
+        "upper end of the exact 95% paired interval on its drop is within the tolerance. The test column is "
+        "for the record; it decided nothing.",
+    ]
+    for name, record in recovery["models"].items():
+        lines += ["", f"**{name}**: {what_it_is(record)}.", "",
+                  "| step | precision | calibration images | layers in float | validation | drop (95% interval) "
+                  "| test | passed |",
+                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        for step in record["steps"]:
+            low, high = step["validation"]["drop_interval_points"]
+            test = step.get("test", {}).get("accuracy")
+            lines.append(
+                f"| {step['step']} | {step['precision']} | {step['calibration_images']} | {len(step['float_layers'])} "
+                f"| {100 * step['validation']['accuracy']:.2f}% | {step['validation']['drop_points']:+.2f} "
+                f"[{low:+.2f}, {high:+.2f}] | {'-' if test is None else f'{100 * test:.2f}%'} "
+                f"| {'yes' if step['passed'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def write_report(summary, directory, extra_sections=()):

@@ -41,11 +41,11 @@ class Run:
 def runtimes_for(path, precision):
     """The installed runtimes that can run the model file at `path`, in preference order.
 
-    The numpy engine runs full-integer int8 models only, so float models skip it.
+    The numpy engine runs quantized models only (int8, mixed, 16x8), so float models skip it.
     """
     installed = set(backends.available_backends())
     return [name for name in backends.interpreters_for(path)
-            if name in installed and not (precision != "int8" and name in backends.INT8_ONLY_BACKENDS)]
+            if name in installed and not (precision not in manifest_module.QUANTIZED_PRECISIONS and name in backends.INT8_ONLY_BACKENDS)]
 
 
 def measure_speed(run_once, model_input, batch_size=256):

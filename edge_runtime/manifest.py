@@ -252,6 +252,15 @@ class Manifest:
         return len(self.classes)
 
 
+def describe_precision(precision, float_layers=()):
+    """What a model computes in, in plain words (info, compare's report)."""
+    if precision == "mixed":
+        names = ", ".join(name.split(";")[0] for name in float_layers)  # the converter joins fused ops' names with ';'
+        return (f"int8 with {len(float_layers)} layer{'s' if len(float_layers) != 1 else ''} kept in float"
+                + (f" ({names})" if names else ""))
+    return {"16x8": "16x8 (int16 activations, int8 weights)", "int8": "int8", "float32": "float32"}[precision]
+
+
 def parse_recovery(fields):
     """Check the `recovery` section (what the export's recovery ladder tried and chose, per quantized
     file); return it as a dict."""

@@ -342,6 +342,11 @@ def run_info(arguments):
     if entry is not None:
         print(f"{'sha256':<14} {entry.sha256}" + ("" if arguments.skip_integrity_check else " (verified)"))
         print(f"{'size':<14} {entry.bytes:,} bytes")
+        if entry.precision is not None:
+            recovered = (document.recovery or {}).get("models", {}).get(entry.name)
+            how = "" if recovered is None or recovered["chosen"] == "int8" else \
+                f", chosen by the export's recovery ladder at step {recovered['chosen']}"
+            print(f"{'precision':<14} {manifest_module.describe_precision(entry.precision, entry.details.get('float_layers', ()))}{how}")
         print(f"{'accuracy':<14} {100 * entry.test_accuracy:.2f}% at export "
               f"(float model {100 * document.float_accuracy:.2f}%)")
     return 0
