@@ -99,10 +99,12 @@ $(ARTIFACTS)/mnist-edge-bundle.tar.gz: $(ARTIFACTS)/manifest.json $(RUNTIME_SOUR
 $(ARTIFACTS)/mnist-edge-bundle.tar.gz: docs/device.md
 
 # Our runtime against the bare interpreter and Keras, side by side on one core (ratios, not timings);
-# then `serve` on one core against in-process predict, its time to ready and its memory.
+# then `serve` on one core against in-process predict, its time to ready and its memory; then what
+# each precision the export's recovery ladder can pick (int8, mixed, 16x8) costs beside plain int8.
 bench: $(ARTIFACTS)/manifest.json  ## our runtime against the bare interpreter and Keras, side by side
 	$(PYTHON) benchmarks/bench_runtime.py --artifacts $(ARTIFACTS)
 	$(PYTHON) benchmarks/bench_serve.py --artifacts $(ARTIFACTS)
+	$(PYTHON) benchmarks/bench_precisions.py --artifacts $(ARTIFACTS)
 
 # predict's accuracy on handwritten-looking digits (Debian handwriting fonts and mouse strokes; written to
 # $(ARTIFACTS)/handwriting once) against a plain reference preparation, per style, paired (McNemar).
