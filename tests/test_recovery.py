@@ -167,14 +167,14 @@ def test_a_model_no_step_saves_fails_in_one_line_naming_the_best_candidate():
 
 # --- the numpy engine on what the ladder picks, op by op against LiteRT's reference kernels ---
 
-def op_by_op(path, grey_images):
+def op_by_op(path, grey_images, arithmetic=None):
     """Feed each of the numpy engine's operators LiteRT's own inputs; return (op, kernel, LiteRT output, ours)."""
     litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT is the reference")
     from edge_runtime.engine import interpreter as numpy_engine
 
     reference = litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
                                    experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
-    ours = numpy_engine.Interpreter(model_path=path)
+    ours = numpy_engine.Interpreter(model_path=path, arithmetic=arithmetic)
     detail = reference.get_input_details()[0]
     batch = grey_images.astype(np.float32)[..., None] / 255
     if detail["dtype"] != np.float32:
@@ -217,8 +217,9 @@ def recovered_small_models(tmp_path_factory, mnist):
     return directory
 
 
-def test_the_numpy_engine_runs_16x8_bit_exactly_as_litert(recovered_small_models, mnist):
-    results, theirs, ours = op_by_op(recovered_small_models / "16x8.tflite", mnist.x_test[:300])
+@pytest.mark.parametrize("arithmetic", ["float", "integer"])
+def test_the_numpy_engine_runs_16x8_bit_exactly_as_litert(recovered_small_models, mnist, arithmetic):
+    results, theirs, ours = op_by_op(recovered_small_models / "16x8.tflite", mnist.x_test[:300], arithmetic)
     kernels = {kernel for _, kernel, _, _ in results}
     assert {"Conv2D16", "MaxPool16", "FullyConnected16", "Softmax16"} <= kernels
     for name, kernel, expected, got in results:

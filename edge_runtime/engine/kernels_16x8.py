@@ -5,8 +5,12 @@ The arithmetic follows tensorflow/lite/kernels/internal/reference/integer_ops/ (
 fully_connected.h, pooling.h for their int16 versions) and reference/softmax.h (SoftmaxInt16),
 with the multipliers computed as the kernels' Prepare functions compute them. int16 activations
 are symmetric: zero points are 0, so no offset enters the sums. Sums of products are int64 in C;
-here they go through a float64 GEMM, exact because every term is at most 2^15 · 2^7 = 2^22 and
-the sums of these models stay far below 2^53 (checked per layer when the model is loaded).
+here they are exact too, three ways:
+- "float", up to 512 terms (the convolutions): each int16 input splits into a high and a low byte
+  (x = 256·high + low, low in [0, 255]); every product with an int8 weight is then below 2^15, so
+  512 of them sum exactly in float32, and two float32 GEMMs (BLAS) cost less than one in float64;
+- "float", longer sums (the dense layer): one float64 GEMM, exact to 2^53 (terms below 2^22);
+- "integer" (soft-float CPUs, where floating point is emulated): an int64 matrix product.
 """
 
 import math
@@ -17,6 +21,7 @@ from edge_runtime.engine import fixed_point, kernels
 
 INT16_MIN, INT16_MAX = -32768, 32767
 FLOAT64_EXACT_TERMS = 1 << 30  # 2^30 terms of at most 2^22 stay within 2^52
+FLOAT32_SPLIT_TERMS = 512  # 512 terms below 2^15 stay within 2^24
 
 
 def activation_range_int16(operator, activation, output):
@@ -92,9 +97,25 @@ def check_weighted(operator, source, weights, bias, output):
         kernels.require_constant(operator, bias, "bias")
 
 
+def prepare_weights(weights_k_by_n, arithmetic):
+    """int8 weights (K, N) in the dtype `gemm` multiplies them in (see the module docstring)."""
+    depth = weights_k_by_n.shape[0]
+    if arithmetic == "integer":
+        dtype = np.int64
+    else:
+        dtype = np.float32 if depth <= FLOAT32_SPLIT_TERMS else np.float64
+    return np.ascontiguousarray(weights_k_by_n, dtype=dtype)
+
+
 def gemm(rows, weights):
-    """int16 rows (M, K) times float64 weights (K, N): exact int64 sums (see the module docstring)."""
-    return np.matmul(rows.astype(np.float64), weights).astype(np.int64)
+    """int16 rows (M, K) times prepared weights (K, N): exact int64 sums (see the module docstring)."""
+    if weights.dtype == np.int64:
+        return np.matmul(rows.astype(np.int64), weights)
+    if weights.dtype == np.float64:
+        return np.matmul(rows.astype(np.float64), weights).astype(np.int64)
+    high = np.matmul((rows >> 8).astype(np.float32), weights).astype(np.int64)
+    low = np.matmul((rows & 0xFF).astype(np.float32), weights).astype(np.int64)
+    return (high << 8) + low
 
 
 class Conv2D16(kernels.Kernel):
@@ -113,7 +134,7 @@ class Conv2D16(kernels.Kernel):
             raise kernels.UnsupportedModel(f"{operator.name} sums {depth} products, too many to be exact")
         self.requantize = Requantizer16(self, None if bias is None else bias.data, source, weights, self.outputs[0],
                                         kernels.option(operator, 3, "b"), channels)
-        self.weights = np.ascontiguousarray(weights.data.reshape(channels, depth).T, dtype=np.float64)
+        self.weights = prepare_weights(weights.data.reshape(channels, depth).T, arithmetic)
 
     def shapes(self, shapes, values):
         batch, height, width, channels = shapes[0]
@@ -153,7 +174,7 @@ class FullyConnected16(kernels.Kernel):
         units, self.depth = weights.shape
         self.requantize = Requantizer16(self, None if bias is None else bias.data, source, weights, self.outputs[0],
                                         kernels.option(operator, 0, "b"), units, in_double=True)
-        self.weights = np.ascontiguousarray(weights.data.T, dtype=np.float64)
+        self.weights = prepare_weights(weights.data.T, arithmetic)
 
     def shapes(self, shapes, values):
         total = int(np.prod(shapes[0], dtype=np.int64))
