@@ -16,7 +16,8 @@ from edge_runtime import errors
 
 # Tried in this order for .tflite files. TensorFlow comes late: it works, but costs ~600 MB of
 # memory and seconds of start-up, which is what this runtime exists to avoid. The numpy engine
-# (int8 models only) is the fallback where no interpreter installs, e.g. ARMv6 and 32-bit Pis.
+# (quantized models only: int8, 16x8, int8 with float layers) is the fallback where no interpreter
+# installs, e.g. ARMv6 and 32-bit Pis.
 TFLITE_INTERPRETERS = {
     "litert": ("ai_edge_litert.interpreter", "mnist-edge[edge]"),
     "tflite-runtime": ("tflite_runtime.interpreter", "mnist-edge[tflite-runtime]"),

@@ -155,7 +155,7 @@ class Interpreter:
         for index in model.inputs:
             if model.tensors[index].type_name == "float32" and not any(
                     operator.name == "QUANTIZE" and operator.inputs[:1] == [index] for operator in model.operators):
-                raise self.refuse("its input is float32 and is not quantized by a QUANTIZE op: a float model; "
+                raise self.refuse("its input is float32 and is not quantized by a QUANTIZE op: this is a float model; "
                                   "the numpy engine runs quantized models only")
         return built
 

@@ -69,7 +69,7 @@ def require_type(operator, tensor, dtype, role):
         return
     if np.dtype(dtype) == np.int8 and tensor.type_name in ("float32", "float16"):
         raise UnsupportedModel(f"{operator.name} {role} is {tensor.type_name}: this is a float model, and the "
-                               "numpy engine runs full-integer int8 models only")
+                               "numpy engine runs quantized models only")
     raise UnsupportedModel(f"{operator.name} {role} is {tensor.type_name}, expected {np.dtype(dtype).name}")
 
 
