@@ -67,7 +67,8 @@ def quantize_calibrated(calibrated_model, float_nodes=()):
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         return backends.without_native_stderr(lambda: convert.mlir_quantize(
             calibrated_model, input_data_type=tf.int8, output_data_type=tf.int8,
             denylisted_nodes=list(float_nodes) or None))
