@@ -5,8 +5,9 @@ and compares their outputs. Two measures per op:
 - RMSE / scale: the error in units of the tensor's quantization step. Rounding alone gives up to
   about 0.29 (1/√12); well above it, precision is lost. It hides an outlier channel: one wide
   channel makes the step large, and the other channels' error small in those units.
-- channel error: for each output channel, RMSE divided by that channel's own float RMS, averaged
-  over channels. An outlier channel that crushes the others to a few levels shows here.
+- channel error: for each output channel, RMSE divided by that channel's own float RMS (at least
+  1% of the tensor's), averaged over channels. An outlier channel that crushes the others to a
+  few levels shows here.
 compare --layer-errors shows both; the export's recovery ladder ranks by the channel error.
 """
 
@@ -28,11 +29,19 @@ def channel_error(float_values, quantized_values, scale, zero_point):
     """Mean over output channels of RMSE / float RMS (the channel is the last axis); 0 for silent channels."""
     with np.errstate(invalid="ignore", over="ignore"):
         reference = np.asarray(float_values, dtype=np.float64)
+        # The debugger reads the float tensors back after the run, and on some images they hold
+        # leftovers (values near 1e32, measured on the first image): a real activation is never a
+        # thousand times the quantized tensor's whole range. NaN: the debugger's nanmean skips it.
+        if not np.all(np.abs(reference) <= 1000.0 * 256.0 * float(scale)):
+            return float("nan")
         dequantized = (np.asarray(quantized_values, dtype=np.float64) - zero_point) * scale
         channels = reference.shape[-1] if reference.ndim else 1
         reference, dequantized = reference.reshape(-1, channels), dequantized.reshape(-1, channels)
         rms = np.sqrt(np.mean(reference ** 2, axis=0))
         rmse = np.sqrt(np.mean((dequantized - reference) ** 2, axis=0))
+        # A channel that is all but silent on this image (a logit near 0) would divide by nearly
+        # nothing: its RMS counts as at least 1% of the whole tensor's.
+        rms = np.maximum(rms, 0.01 * np.sqrt(np.mean(reference ** 2)))
     live = (rms > 0) & np.isfinite(rms) & np.isfinite(rmse)
     return float(np.mean(rmse[live] / rms[live])) if live.any() else 0.0
 
