@@ -78,7 +78,7 @@ def reference_backend(path, forced=None):
     """The interpreter that runs the float reference at `path`: `forced` when it can (a like-for-like
     check on the device), else the first installed one that runs float models; None when none does.
 
-    The numpy engine runs int8 models only, so it never runs a float reference.
+    The numpy engine runs quantized models only, so it never runs a float reference.
     """
     installed = set(backends.available_backends())
     usable = [name for name in backends.interpreters_for(path)
