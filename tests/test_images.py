@@ -265,6 +265,7 @@ def best_shifted_correlation(image, other):
                for down in (-1, 0, 1) for right in (-1, 0, 1))
 
 
+@pytest.mark.slow  # writes 12-megapixel photos first: about 15 s
 def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, digits):
     """The same photo as PNG, JPEG and PGM at 12, 3, 0.75 and 0.3 megapixels: the same MNIST digit.
     (A full-size PNG used to let the paper's noise through the ink threshold and crop the whole page.)"""
@@ -277,6 +278,7 @@ def test_one_picture_gives_one_digit_whatever_its_format_and_size(big_photos, di
         assert best_shifted_correlation(prepared, original) > 0.85, path
 
 
+@pytest.mark.slow  # writes 12-megapixel photos first: about 15 s
 def test_one_picture_gives_one_label_whatever_its_format_and_size(big_photos, fixture_bundle):
     from edge_runtime import Classifier
 

@@ -255,6 +255,7 @@ def metrics_text(device):
         return response.read().decode()
 
 
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
 def test_a_failed_gate_leaves_current_untouched_with_evals_line(device_with_first, bundles):
     device = device_with_first
     result = device.install(bundles["gate_fails"], service=False)
@@ -268,6 +269,7 @@ def test_a_failed_gate_leaves_current_untouched_with_evals_line(device_with_firs
     assert not (device.root / "versions" / identity_of(bundles["gate_fails"])).exists()
 
 
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
 def test_allow_unsigned_installs_and_says_so(device, bundles):
     unsigned = device.root.parent / "unsigned.tar.gz"
     shutil.copy(bundles["first"], unsigned)
@@ -308,6 +310,7 @@ def test_kill_9_at_each_step_leaves_the_old_or_the_new_version_current(device_wi
     assert status["unfinished"] == [] and not list(device.root.glob(".current.*"))
 
 
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
 def test_a_second_install_at_the_same_time_refuses_in_one_line(device, bundles):
     from edge_runtime.install import store
 
@@ -334,6 +337,7 @@ def test_rollback_by_hand_and_pruning_keep_the_newest(device, bundles, fixture_b
     assert device.status()["current"] == identity_of(bundles["second"])
 
 
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
 def test_a_full_disk_is_refused_before_unpacking(device_with_first, bundles):
     require(os.geteuid() == 0 and shutil.which("mount"), "mounting a small tmpfs needs root")
     device = device_with_first
@@ -355,6 +359,7 @@ def test_a_full_disk_is_refused_before_unpacking(device_with_first, bundles):
     assert versions == [identity_of(bundles["first"])]
 
 
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
 def test_a_disk_that_fills_while_unpacking_removes_the_half_version(bundles, tmp_path, monkeypatch):
     require(os.geteuid() == 0 and shutil.which("mount"), "mounting a small tmpfs needs root")
     from edge_runtime.install import environment, installer, store
@@ -375,6 +380,7 @@ def test_a_disk_that_fills_while_unpacking_removes_the_half_version(bundles, tmp
     assert left == []
 
 
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
 def test_a_restart_that_fails_after_the_switch_rolls_back(device_with_first, bundles):
     device = device_with_first
     result = subprocess.run(device.command("install", str(bundles["second"]), "--no-deps", "--extras", "",

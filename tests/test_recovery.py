@@ -64,6 +64,7 @@ def recorded_manifest(untrained_export, **changes):
     return document
 
 
+@pytest.mark.slow  # needs a real export (TensorFlow)
 def test_the_manifest_reads_a_recovery_record_and_the_new_precisions(untrained_export):
     document = recorded_manifest(untrained_export)
     assert set(document["recovery"]["models"]) == {"model_int8.tflite", "model_int8.onnx"}
@@ -217,6 +218,7 @@ def recovered_small_models(tmp_path_factory, mnist):
     return directory
 
 
+@pytest.mark.slow  # converts small models with TensorFlow first
 @pytest.mark.parametrize("arithmetic", ["float", "integer"])
 def test_the_numpy_engine_runs_16x8_bit_exactly_as_litert(recovered_small_models, mnist, arithmetic):
     results, theirs, ours = op_by_op(recovered_small_models / "16x8.tflite", mnist.x_test[:300], arithmetic)
@@ -228,6 +230,7 @@ def test_the_numpy_engine_runs_16x8_bit_exactly_as_litert(recovered_small_models
     assert theirs.dtype == np.int16 and np.array_equal(theirs, ours)
 
 
+@pytest.mark.slow  # converts small models with TensorFlow first
 def test_the_numpy_engine_runs_a_mixed_model_float_layers_within_1e_5(recovered_small_models, mnist):
     results, theirs, ours = op_by_op(recovered_small_models / "mixed.tflite", mnist.x_test[:300])
     floats = [(name, kernel) for name, kernel, expected, _ in results if expected.dtype == np.float32]
