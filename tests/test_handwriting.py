@@ -57,6 +57,7 @@ def test_summary_pairs_the_two_preparations_per_style():
     assert "| photo | 10 | 100.0% | 40.0% | +60.0 pt" in evaluate.format_table(summary)
 
 
+@pytest.mark.slow  # draws the whole handwriting set twice: about 6 s
 def test_the_set_is_seeded_and_labelled(tmp_path):
     require(fonts_installed(), "handwriting fonts not installed: make system-deps")
     first = generate.generate(tmp_path / "a", seed=5, per_digit=1)

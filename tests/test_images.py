@@ -288,6 +288,7 @@ def test_one_picture_gives_one_label_whatever_its_format_and_size(big_photos, fi
     assert labels.tolist() == [7] * len(paths), dict(zip([path.name for path in paths], labels.tolist()))
 
 
+@pytest.mark.slow  # writes 12- and 49-megapixel pictures first: about 20 s
 @pytest.mark.parametrize("key", [(4000, ".png"), (4000, ".jpg"), (4000, ".pgm"), "49mp"], ids=str)
 def test_predict_on_a_big_picture_peaks_below_the_memory_limit(fixture_bundle, big_photos, key, monkeypatch):
     """`python -m edge_runtime predict` in a child process; its peak RSS (VmHWM) read at exit."""
