@@ -64,7 +64,8 @@ def for_classifier(model):
 def for_model(manifest, input_shape):
     """The preparation a model expects: the manifest's, or without one a guess said in the name.
 
-    Without a manifest a (28, 28, 1) model is taken for an MNIST digit model and anything else
+    Without a manifest a model whose input is one MNIST frame (digit.FRAME_SIDE square, grey) is
+    taken for an MNIST digit model, and anything else
     gets the plain preparation with the picture's polarity left as it is.
     """
     if manifest is not None:
