@@ -3,12 +3,13 @@ onnxruntime for .onnx. `open_backend` is the one place that chooses.
 
 Every backend takes a batch already in the model's input dtype (float32, or int8 for a full-integer
 model) and returns the model's raw output; quantizing and dequantizing is the classifier's job.
-Interpreter modules are imported only when a model is opened, so importing this is cheap.
+Interpreter modules are imported only when a model is opened, so importing this is cheap. Paths are
+handled with os.path here, and a backend's `path` is made a pathlib.Path only when asked for: pathlib
+(with the urllib.parse and ipaddress it imports) costs `predict`'s start ~3 ms, see as_path.
 """
 
 import importlib
 import os
-import pathlib
 
 import numpy as np
 
@@ -33,6 +34,23 @@ TFLITE_IDENTIFIER = b"TFL3"
 # same on every CPU; the numpy engine computes exactly what they do. For bit-exact comparisons.
 KERNELS_ENVIRONMENT_VARIABLE = "MNIST_EDGE_TFLITE_KERNELS"
 KERNELS = ("default", "reference")
+
+
+def as_path(location):
+    """`location` (a str or path-like) as a pathlib.Path, importing pathlib only now."""
+    import pathlib
+
+    return pathlib.Path(location)
+
+
+class ModelFile:
+    """What every backend knows of its file: `location` (str) and, made when asked, `path` (pathlib.Path)."""
+
+    location = None
+
+    @property
+    def path(self):
+        return as_path(self.location)
 
 
 class TensorInfo:
@@ -64,7 +82,7 @@ class TensorInfo:
 
 def model_format(path):
     """Return "tflite" or "onnx" from the file name; raise ModelFileError for anything else."""
-    suffix = pathlib.Path(path).suffix.lower()
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix == ".tflite":
         return "tflite"
     if suffix == ".onnx":
@@ -99,8 +117,8 @@ def open_backend(path, backend=None, threads=None):
     Returns: a TFLiteBackend or OnnxBackend. Raises: ModelFileError for a missing, empty or corrupt
     file; BackendUnavailableError when no suitable interpreter is installed (naming the extra).
     """
-    path = pathlib.Path(path)
-    if path.is_dir():
+    path = os.fspath(path)
+    if os.path.isdir(path):
         raise errors.ModelFileError(f"{path}: is a directory, not a model file (give the .tflite or .onnx file in it)")
     kind = model_format(path)
     check_model_file(path, kind)
@@ -125,9 +143,9 @@ def open_backend(path, backend=None, threads=None):
 
 def check_model_file(path, kind):
     """Refuse a missing, unreadable, empty or obviously wrong file before an interpreter sees it."""
-    if path.is_dir():
+    if os.path.isdir(path):
         raise errors.ModelFileError(f"{path}: is a directory, not a model file")
-    if path.exists() and not path.is_file():
+    if os.path.exists(path) and not os.path.isfile(path):
         raise errors.ModelFileError(f"{path}: not a regular file (a device, FIFO or socket), not a model")
     try:
         with open(path, "rb") as handle:
@@ -143,24 +161,24 @@ def check_model_file(path, kind):
         raise errors.ModelFileError(f"{path}: not a TFLite model (no TFL3 identifier)")
 
 
-class TFLiteBackend:
+class TFLiteBackend(ModelFile):
     """A .tflite model in LiteRT, tflite-runtime or TensorFlow Lite; resizes to each batch size."""
 
     format = "tflite"
 
     def __init__(self, path, name, module, threads):
-        self.path = pathlib.Path(path)
+        self.location = os.fspath(path)
         self.name = name
         options = {}
         if tflite_kernels() == "reference" and hasattr(module, "OpResolverType"):
             options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
         try:
-            self.interpreter = module.Interpreter(model_path=str(self.path), num_threads=threads, **options)
+            self.interpreter = module.Interpreter(model_path=self.location, num_threads=threads, **options)
             # The first allocation applies XNNPACK, which announces itself on the process's stderr
             # ("INFO: Created TensorFlow Lite XNNPACK delegate"): kept out of the user's output.
             without_native_stderr(self.interpreter.allocate_tensors)
         except (ValueError, RuntimeError) as error:
-            raise errors.ModelFileError(f"{self.path}: corrupt or unsupported TFLite model: {first_line(error)}") from None
+            raise errors.ModelFileError(f"{self.location}: corrupt or unsupported TFLite model: {first_line(error)}") from None
         (self._input,) = self.interpreter.get_input_details()
         (self._output,) = self.interpreter.get_output_details()
         self._batch_size = int(self._input["shape"][0])
@@ -237,14 +255,14 @@ def tensor_info(details):
 ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
 
-class OnnxBackend:
+class OnnxBackend(ModelFile):
     """A .onnx model in onnxruntime on the CPU. Quantized ONNX models here keep float I/O (QDQ)."""
 
     format = "onnx"
     name = "onnxruntime"
 
     def __init__(self, path, onnxruntime, threads):
-        self.path = pathlib.Path(path)
+        self.location = os.fspath(path)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -252,10 +270,10 @@ class OnnxBackend:
         options.log_severity_level = 3
         try:
             self.session = onnxruntime.InferenceSession(
-                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+                self.location, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except onnx_load_errors(onnxruntime) as error:
-            raise errors.ModelFileError(f"{self.path}: corrupt or unsupported ONNX model: {first_line(error)}") from None
+            raise errors.ModelFileError(f"{self.location}: corrupt or unsupported ONNX model: {first_line(error)}") from None
         (self._input,) = self.session.get_inputs()
         (self._output,) = self.session.get_outputs()
 

@@ -5,7 +5,7 @@ int8 model its manifest lists that an installed interpreter runs; file names are
 The float reference and its interpreter are chosen here too, once for `eval` and `serve`.
 """
 
-import pathlib
+import os
 
 from edge_runtime import backends, errors, manifest as manifest_module
 
@@ -17,13 +17,13 @@ def model_path(target, backend=None):
     Raises: ModelFileError (no such path, no manifest in the directory, no int8 model there),
     BackendUnavailableError.
     """
-    target = pathlib.Path(target)
-    if target.is_dir():
+    if os.path.isdir(target):
+        target = backends.as_path(target)
         if not (target / manifest_module.MANIFEST_NAME).exists():
             raise errors.ModelFileError(f"{target}: a directory without a {manifest_module.MANIFEST_NAME}: "
                                         "give a bundle directory or a model file")
         return int8_model(target, manifest_module.read_manifest(target / manifest_module.MANIFEST_NAME), backend)
-    if not target.exists():
+    if not os.path.exists(target):
         raise errors.ModelFileError(f"{target}: no such bundle directory or model file")
     return target
 
@@ -66,7 +66,7 @@ def float_reference(directory, document, allow_missing=False):
     name = document.file_with_role(manifest_module.ROLE_FLOAT_REFERENCE)
     if name is None:
         return None
-    path = pathlib.Path(directory) / name
+    path = backends.as_path(directory) / name
     if not path.is_file():
         if allow_missing:
             return None

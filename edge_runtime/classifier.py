@@ -4,7 +4,7 @@ One straight line: prepared model inputs → quantized → the interpreter → r
 probabilities → labels. Files are decoded and prepared before this (`edge_runtime.pictures.preparation`).
 """
 
-import pathlib
+import os
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Classifier:
     def __init__(self, backend, manifest=None, threads=None):
         self.backend = backend
         self.threads = threads
-        self.path = backend.path
+        self.location = backend.location  # str; `path` is the same as a pathlib.Path
         self.manifest = manifest
         self.input = backend.input
         self.output = backend.output
@@ -66,8 +66,9 @@ class Classifier:
                 f"{self.path}: the model has {classes} outputs but its manifest names {manifest.num_classes} classes"
             )
         self.class_names = manifest.classes if manifest is not None else tuple(str(i) for i in range(classes))
-        if manifest is not None and pathlib.Path(self.path).name in manifest.files:
-            check_precision(self.path, manifest.files[pathlib.Path(self.path).name], self.input, self.output)
+        file_name = os.path.basename(self.location)
+        if manifest is not None and file_name in manifest.files:
+            check_precision(self.location, manifest.files[file_name], self.input, self.output)
         # uint8 pictures into an integer model go through lookup tables built by the very functions
         # the general path uses (same values, bit for bit), one numpy call each instead of several.
         self._pixel_table = self._output_table = None
@@ -90,13 +91,18 @@ class Classifier:
         manifest.json beside it when there is one (a mismatch is refused).
         Raises: ModelFileError, IntegrityError, BackendUnavailableError.
         """
-        path = pathlib.Path(path)
+        path = os.fspath(path)
         found = None
-        if path.is_file():
+        if os.path.isfile(path):
             found = manifest_module.manifest_beside(path)
             if found is not None and check_integrity:
                 manifest_module.verify_against_manifest(path, found)
         return cls(backends.open_backend(path, backend=backend, threads=threads), found, threads)
+
+    @property
+    def path(self):
+        """The model file as a pathlib.Path (see backends.as_path)."""
+        return backends.as_path(self.location)
 
     @property
     def is_quantized(self):

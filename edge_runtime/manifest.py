@@ -13,7 +13,7 @@ is refused with one line naming the field.
 
 import json
 import math
-import pathlib
+import os
 
 from edge_runtime import errors
 
@@ -292,9 +292,10 @@ def read_manifest(path):
     Raises: ModelFileError naming the file when it is missing or not JSON; ManifestFormatError for
     an unknown version or a missing or mistyped field.
     """
-    path = pathlib.Path(path)
+    path = os.fspath(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as handle:
+            document = json.loads(handle.read())
     except FileNotFoundError:
         raise errors.ModelFileError(f"{path}: no such manifest") from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
@@ -304,8 +305,8 @@ def read_manifest(path):
 
 def manifest_beside(model_path):
     """Return the Manifest in the model's directory, or None when there is none."""
-    candidate = pathlib.Path(model_path).with_name(MANIFEST_NAME)
-    return read_manifest(candidate) if candidate.exists() else None
+    candidate = os.path.join(os.path.dirname(os.fspath(model_path)), MANIFEST_NAME)
+    return read_manifest(candidate) if os.path.exists(candidate) else None
 
 
 def verify_against_manifest(path, manifest):
@@ -314,8 +315,8 @@ def verify_against_manifest(path, manifest):
     Returns the manifest's FileEntry for the file. A file the manifest does not list is refused too:
     a model dropped into a bundle directory by hand is exactly what this check is for.
     """
-    path = pathlib.Path(path)
-    entry = manifest.files.get(path.name)
+    path = os.fspath(path)
+    entry = manifest.files.get(os.path.basename(path))
     if entry is None:
         raise errors.IntegrityError(f"{path}: not listed in the manifest beside it")
     try:

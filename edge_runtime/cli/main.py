@@ -9,7 +9,6 @@ edge_runtime/install/installer.py.
 
 import json
 import os
-import pathlib
 import sys
 import types
 
@@ -19,9 +18,10 @@ from edge_runtime.cli.defaults import PREDICT_DEFAULTS
 
 def parse_arguments(argv):
     """The parsed command line: argparse's Namespace, or for `predict MODEL IMAGE...` with nothing
-    that starts with "-" but "-" (stdin), the same fields without importing argparse."""
+    that starts with "-" but "-" (stdin), the same fields without importing argparse (nor pathlib:
+    `model` stays the str given; every command takes a str or a path)."""
     if len(argv) >= 3 and argv[0] == "predict" and not any(item.startswith("-") and item != "-" for item in argv[1:]):
-        return types.SimpleNamespace(command="predict", model=pathlib.Path(argv[1]), images=list(argv[2:]),
+        return types.SimpleNamespace(command="predict", model=argv[1], images=list(argv[2:]),
                                      **PREDICT_DEFAULTS)
     from edge_runtime.cli import options
 
@@ -86,19 +86,20 @@ def image_sources(items):
         if item == "-":
             sources.append(("<stdin>", sys.stdin.buffer.read()))
             continue
-        path = pathlib.Path(item)
-        if path.is_dir():
+        path = os.fspath(item)
+        if os.path.isdir(path):
             try:
-                found = sorted(child for child in path.iterdir() if child.suffix.lower() in decoding.IMAGE_SUFFIXES)
+                found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                               if os.path.splitext(name)[1].lower() in decoding.IMAGE_SUFFIXES)
             except OSError as error:
                 problems.append(f"{path}: cannot list directory: {error.strerror or error}")
                 continue
             if not found:
                 problems.append(
                     f"{path}: directory holds no image files ({', '.join(sorted(decoding.IMAGE_SUFFIXES))})")
-            sources.extend((str(child), child) for child in found)
+            sources.extend((child, child) for child in found)
         else:
-            sources.append((str(path), path))
+            sources.append((path, path))
     return sources, problems
 
 

@@ -89,7 +89,8 @@ MODEL_HELP = "a bundle directory (its int8 model, as its manifest says) or a mod
 
 def predict_options(predict):
     predict.set_defaults(**defaults.PREDICT_DEFAULTS)
-    predict.add_argument("model", type=pathlib.Path, help=MODEL_HELP)
+    # A str, as main.parse_arguments gives it without argparse: predict's start never imports pathlib.
+    predict.add_argument("model", help=MODEL_HELP)
     predict.add_argument("images", nargs="+", help="image files, directories of them, or - for stdin")
     predict.add_argument("--top-k", type=positive_integer,
                          help="the best classes to list for each image (default: %(default)s; more than the "

@@ -18,7 +18,6 @@ with ModelFileError, in one line that names the operator.
 """
 
 import os
-import pathlib
 import platform
 import struct
 import sys
@@ -110,7 +109,8 @@ class Interpreter:
                 raise ValueError("give model_path or model_content")
             self.path = str(model_path)
             try:
-                model_content = pathlib.Path(model_path).read_bytes()
+                with open(model_path, "rb") as handle:
+                    model_content = handle.read()
             except OSError as error:
                 raise errors.ModelFileError(f"{model_path}: cannot read: {error.strerror or error}") from None
         else:

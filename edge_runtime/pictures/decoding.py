@@ -15,7 +15,6 @@ decode, blank.
 
 import math
 import os
-import pathlib
 import stat
 import warnings
 
@@ -52,8 +51,8 @@ def read_picture(source, name=None, mode="L", batch_shape=None, max_side=WORKING
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isinstance(source, (bytes, bytearray)):
         return read_bytes(bytes(source), name or "<bytes>", mode, batch_shape, max_side)
-    path = pathlib.Path(source)
-    name = name or str(path)
+    path = os.fspath(source)
+    name = name or path
     check_image_file(path, name)
     try:
         with open(path, "rb") as handle:
@@ -72,7 +71,7 @@ def read_picture(source, name=None, mode="L", batch_shape=None, max_side=WORKING
 def check_image_file(path, name):
     """Refuse, in one line, a path that is not a readable, non-empty regular file."""
     try:
-        status = path.stat()
+        status = os.stat(path)
     except FileNotFoundError:
         raise errors.InputError(f"{name}: no such file") from None
     except PermissionError:
@@ -254,7 +253,7 @@ def read_pnm(path, name, mode="L", max_side=WORKING_SIDE):
             dtype = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
             handle.seek(position + 1)  # exactly one whitespace byte separates the header from the pixels
             expected = width * height * channels * dtype.itemsize
-            available = path.stat().st_size - position - 1
+            available = os.stat(path).st_size - position - 1
             if available < expected:
                 raise errors.InputError(
                     f"{name}: truncated pixel data, {available} bytes for {width}×{height} needing {expected}")
@@ -369,7 +368,7 @@ def npy_strips(path, name, shape, dtype, offset, max_side):
     per_row = width * (shape[2] if len(shape) == 3 else 1)
     factor = reduction_factor(height, width, max_side)
     rows_per_strip = max(factor, STRIP_PIXELS // width // factor * factor)
-    if path.stat().st_size - offset < height * per_row * dtype.itemsize:
+    if os.stat(path).st_size - offset < height * per_row * dtype.itemsize:
         raise errors.InputError(f"{name}: cannot read .npy data (file is shorter than its {shape} {dtype} array)")
 
     def strips():
