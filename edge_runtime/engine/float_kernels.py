@@ -44,10 +44,8 @@ class Conv2DFloat(kernels.Kernel):
         super().__init__(operator, tensors, arithmetic)
         source, weights, bias = self.input(0), self.input(1), self.input(2)
         check_weighted(operator, source, weights, bias, self.outputs[0])
-        self.padding = kernels.option(operator, 0, "b")
-        self.stride = (kernels.option(operator, 2, "i", 1), kernels.option(operator, 1, "i", 1))
-        self.dilation = (kernels.option(operator, 5, "i", 1), kernels.option(operator, 4, "i", 1))
-        self.activation = float_activation(operator, kernels.option(operator, 3, "b"))
+        self.padding, self.stride, self.dilation, activation = kernels.convolution_options(operator)
+        self.activation = float_activation(operator, activation)
         channels, self.kernel_height, self.kernel_width, self.in_channels = weights.shape
         self.weights = np.ascontiguousarray(weights.data.reshape(channels, -1).T, dtype=np.float64)
         self.bias = np.zeros(channels) if bias is None else bias.data.astype(np.float64).reshape(channels)
@@ -102,10 +100,8 @@ class MaxPoolFloat(kernels.Kernel):
     def __init__(self, operator, tensors, arithmetic):
         super().__init__(operator, tensors, arithmetic)
         kernels.require_type(operator, self.input(0), np.float32, "input")
-        self.padding = kernels.option(operator, 0, "b")
-        self.stride = (kernels.option(operator, 2, "i", 1), kernels.option(operator, 1, "i", 1))
-        self.window = (kernels.option(operator, 4, "i", 1), kernels.option(operator, 3, "i", 1))
-        self.activation = float_activation(operator, kernels.option(operator, 5, "b"))
+        self.padding, self.stride, self.window, activation = kernels.pool_options(operator)
+        self.activation = float_activation(operator, activation)
 
     def shapes(self, shapes, values):
         batch, height, width, channels = shapes[0]

@@ -41,6 +41,22 @@ def option(operator, field, kind, default=0):
     return default if operator.options is None else operator.options.scalar(field, kind, default)
 
 
+def convolution_options(operator):
+    """CONV_2D's Conv2DOptions, for every precision: (padding, (stride_h, stride_w), (dilation_h,
+    dilation_w), fused activation). Fields: padding 0, stride_w 1, stride_h 2, activation 3,
+    dilation_w 4, dilation_h 5."""
+    return (option(operator, 0, "b"), (option(operator, 2, "i", 1), option(operator, 1, "i", 1)),
+            (option(operator, 5, "i", 1), option(operator, 4, "i", 1)), option(operator, 3, "b"))
+
+
+def pool_options(operator):
+    """MAX_POOL_2D's and AVERAGE_POOL_2D's Pool2DOptions: (padding, (stride_h, stride_w), (window_h,
+    window_w), fused activation). Fields: padding 0, stride_w 1, stride_h 2, filter_width 3,
+    filter_height 4, activation 5."""
+    return (option(operator, 0, "b"), (option(operator, 2, "i", 1), option(operator, 1, "i", 1)),
+            (option(operator, 4, "i", 1), option(operator, 3, "i", 1)), option(operator, 5, "b"))
+
+
 def round_half_away_from_zero_float32(numerator, denominator):
     """TfLiteRound(f / scale) as C computes it on floats: a float32 quotient, halves away from zero."""
     quotient = float(np.float32(numerator) / np.float32(denominator))
@@ -185,12 +201,10 @@ class Conv2D(Kernel):
         if bias is not None:
             require_type(operator, bias, np.int32, "bias")
             require_constant(operator, bias, "bias")
-        self.padding = option(operator, 0, "b")
-        self.stride = (option(operator, 2, "i", 1), option(operator, 1, "i", 1))
-        self.dilation = (option(operator, 5, "i", 1), option(operator, 4, "i", 1))
+        self.padding, self.stride, self.dilation, activation = convolution_options(operator)
         channels, self.kernel_height, self.kernel_width, self.in_channels = weights.shape
         self.requantize = PerChannelRequantizer(self, weights.data, None if bias is None else bias.data, source,
-                                                weights, self.outputs[0], option(operator, 3, "b"), channels)
+                                                weights, self.outputs[0], activation, channels)
         depth = self.kernel_height * self.kernel_width * self.in_channels
         self.weights = prepare_weights(weights.data.reshape(channels, depth).T, arithmetic)
         self.pad_value = source.zero_point
@@ -357,10 +371,8 @@ class Pool2D(Kernel):
         super().__init__(operator, tensors, arithmetic)
         require_type(operator, self.input(0), np.int8, "input")
         require_type(operator, self.outputs[0], np.int8, "output")
-        self.padding = option(operator, 0, "b")
-        self.stride = (option(operator, 2, "i", 1), option(operator, 1, "i", 1))
-        self.window = (option(operator, 4, "i", 1), option(operator, 3, "i", 1))
-        self.activation_min, self.activation_max = activation_range(operator, option(operator, 5, "b"), self.outputs[0])
+        self.padding, self.stride, self.window, activation = pool_options(operator)
+        self.activation_min, self.activation_max = activation_range(operator, activation, self.outputs[0])
         self.average = operator.name == "AVERAGE_POOL_2D"
 
     def shapes(self, shapes, values):

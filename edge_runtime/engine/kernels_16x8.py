@@ -125,15 +125,13 @@ class Conv2D16(kernels.Kernel):
         super().__init__(operator, tensors, arithmetic)
         source, weights, bias = self.input(0), self.input(1), self.input(2)
         check_weighted(operator, source, weights, bias, self.outputs[0])
-        self.padding = kernels.option(operator, 0, "b")
-        self.stride = (kernels.option(operator, 2, "i", 1), kernels.option(operator, 1, "i", 1))
-        self.dilation = (kernels.option(operator, 5, "i", 1), kernels.option(operator, 4, "i", 1))
+        self.padding, self.stride, self.dilation, activation = kernels.convolution_options(operator)
         channels, self.kernel_height, self.kernel_width, self.in_channels = weights.shape
         depth = self.kernel_height * self.kernel_width * self.in_channels
         if depth > FLOAT64_EXACT_TERMS:
             raise kernels.UnsupportedModel(f"{operator.name} sums {depth} products, too many to be exact")
         self.requantize = Requantizer16(self, None if bias is None else bias.data, source, weights, self.outputs[0],
-                                        kernels.option(operator, 3, "b"), channels)
+                                        activation, channels)
         self.weights = prepare_weights(weights.data.reshape(channels, depth).T, arithmetic)
 
     def shapes(self, shapes, values):
@@ -196,11 +194,8 @@ class MaxPool16(kernels.Kernel):
         super().__init__(operator, tensors, arithmetic)
         kernels.require_type(operator, self.input(0), np.int16, "input")
         kernels.require_type(operator, self.outputs[0], np.int16, "output")
-        self.padding = kernels.option(operator, 0, "b")
-        self.stride = (kernels.option(operator, 2, "i", 1), kernels.option(operator, 1, "i", 1))
-        self.window = (kernels.option(operator, 4, "i", 1), kernels.option(operator, 3, "i", 1))
-        self.activation_min, self.activation_max = activation_range_int16(
-            operator, kernels.option(operator, 5, "b"), self.outputs[0])
+        self.padding, self.stride, self.window, activation = kernels.pool_options(operator)
+        self.activation_min, self.activation_max = activation_range_int16(operator, activation, self.outputs[0])
 
     def shapes(self, shapes, values):
         batch, height, width, channels = shapes[0]
