@@ -57,15 +57,15 @@ class BundleCheck:
 
 
 def images_to_check(directory, document, path=None, image_count=None):
-    """The images to check on: the manifest's test set, verified against it (its first `image_count`
-    when given), or the .npz at `path` (checked for shape and classes only).
+    """The images to check on: the manifest's test set, verified against it, or the .npz at `path`
+    (checked for shape and classes only); of either, its first `image_count` when given.
 
     Raises: ModelFileError when the manifest names no test set and no `path` is given;
     InputError or IntegrityError for a test set that is not what it should be.
     """
     if path is not None:
         images, labels = evaluation.load_test_set(path, document.input_shape, document.num_classes)
-        return CheckImages(images, labels, whole=False)
+        return CheckImages(images[:image_count], labels[:image_count], whole=False)
     name = document.file_with_role(manifest_module.ROLE_TEST_SET)
     if name is None:
         raise errors.ModelFileError(f"{directory}: the manifest names no test set; give --test-set")

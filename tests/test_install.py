@@ -414,3 +414,30 @@ def test_with_the_numpy_engine_alone_probation_checks_readiness_only(tmp_path, k
     assert errors.strip().splitlines()[-1] == (
         f"mnist-edge install: installed {identity_of(bundles['first'])}: ready for {PROBATION_SECONDS} s; no shadow "
         "agreement on this device (no float reference it can run): readiness checked only")
+
+
+@pytest.mark.slow  # builds signed bundles and venvs: about 20 s before the first
+def test_gate_images_runs_the_gate_on_the_first_n_test_images_against_the_float_reference_on_them(device_with_first, bundles):
+    """`--gate-images N` is eval --images N: on a part of the set, the int8 model is held to the float
+    reference run on the same images, not to the figures the manifest records for the whole set. So
+    the bundle that claims 99.9% (refused on the whole set) passes on the first 200 images, where
+    the fixture's int8 and float models agree."""
+    device = device_with_first
+    second = identity_of(bundles["gate_fails"])
+    result = device.install(bundles["gate_fails"], "--gate-images", "200", service=False)
+    assert result.returncode == 0, result.stderr
+    lines = log_lines(result)
+    assert f"mnist-edge install: gate: eval on {second} with its own environment, on the first 200 test images" in lines
+    assert f"mnist-edge install: gate passed: eval's check holds for {second} on this device" in lines
+    assert device.status()["current"] == second
+
+
+@pytest.mark.slow  # an install with a real serve and a probation: about 20 s
+def test_require_agreement_rolls_back_a_quiet_device_whose_window_never_fills(device_with_first, bundles):
+    device = device_with_first
+    result = device.install(bundles["second"], "--require-agreement")
+    assert result.returncode == 4, result.stderr
+    assert log_lines(result)[-1] == (
+        f"mnist-edge install: rolled back to {identity_of(bundles['first'])}: --require-agreement: agreement not "
+        f"judged: 0 of the {WINDOW} shadowed requests serve needs to judge")
+    assert device.status()["current"] == identity_of(bundles["first"])

@@ -333,3 +333,13 @@ def test_eval_on_another_test_set_judges_against_the_float_reference_on_those_im
     results = document["results"]
     assert "model_int8.tflite" in [result["model"] for result in results]
     assert [result["float_accuracy"] for result in results] == [reference_accuracy] * len(results)
+
+
+def test_eval_images_n_evaluates_the_first_n_test_images_against_the_float_reference_on_them(bundle):
+    result = run_cli("-m", "edge_runtime", "eval", str(bundle), "--images", "60", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["float_accuracy_source"] == "from model_f32.tflite run here on the same 60 images"
+    assert {entry["images"] for entry in document["results"]} == {60}
+    refused = run_cli("-m", "edge_runtime", "eval", str(bundle), "--images", "0")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr

@@ -206,7 +206,7 @@ def run_eval(arguments):
     directory, document, paths, notes = eval_models(arguments.target, arguments.allow_missing)
     for note in notes:
         print(note, file=sys.stderr)
-    test = self_check.images_to_check(directory, document, arguments.test_set)
+    test = self_check.images_to_check(directory, document, arguments.test_set, arguments.images)
     reference, note = self_check.load_reference(directory, document, arguments.backend, arguments.threads,
                                                 check_integrity=not arguments.skip_integrity_check,
                                                 allow_missing=True)  # a missing one was refused or noted above
@@ -402,8 +402,10 @@ def install_settings(arguments):
     if arguments.command == "install":
         fields.update(
             keep=arguments.keep, trusted_keys=arguments.trusted_keys, allow_unsigned=arguments.allow_unsigned,
+            gate_images=arguments.gate_images,
             probation_settings=probation.ProbationSettings(service_url=arguments.service_url,
-                                                  seconds=arguments.probation_seconds, token=token),
+                                                  seconds=arguments.probation_seconds, token=token,
+                                                  require_agreement=arguments.require_agreement),
             recipe=environment.Recipe(python=arguments.python, system_site_packages=arguments.system_site_packages,
                                       extras=arguments.extras, no_deps=arguments.no_deps,
                                       pip_options=tuple(arguments.pip_options)))

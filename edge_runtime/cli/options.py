@@ -103,6 +103,9 @@ def eval_options(evaluate):
                                                              "or one model file in it")
     evaluate.add_argument("--test-set", type=pathlib.Path, default=None,
                           help="test set .npz (default: the manifest's test set, beside the model)")
+    evaluate.add_argument("--images", type=positive_integer, default=None,
+                          help="evaluate the first N test images only (default: all), judged against the float "
+                               "reference run here on the same images, as serve --self-check-images")
     evaluate.add_argument("--tolerance", type=points, default=None,
                           help="largest accepted accuracy drop against the float model, in points "
                                "(default: the manifest's)")
@@ -247,6 +250,11 @@ def install_options(install):
                          help="how long the new version must prove itself on live traffic (default 600; 0: no probation)")
     install.add_argument("--token-file", type=pathlib.Path, default=None,
                          help="the service's token, when it was started with --token-file")
+    install.add_argument("--require-agreement", action="store_true",
+                         help="fail probation unless serve's int8-float agreement window filled and held "
+                              "(by default a quiet service, or one with no float reference, passes on readiness)")
+    install.add_argument("--gate-images", type=positive_integer, default=None,
+                         help="the gate's eval on the first N test images only (default: all; eval --images N)")
     recipe = install.add_argument_group("the version's Python environment (a venv per version)")
     recipe.add_argument("--python", default=sys.executable,
                         help="the Python that creates the venv (default: the one running this command)")

@@ -42,6 +42,7 @@ class InstallSettings:
     keep: int = 3
     trusted_keys: pathlib.Path | None = None  # None: ROOT/trusted-keys
     allow_unsigned: bool = False
+    gate_images: int | None = None  # the gate's eval on the first N test images (None: all)
     restart_command: str | None = None
     service_unit: str = DEFAULT_SERVICE_UNIT
     probation_settings: probation.ProbationSettings = probation.ProbationSettings()
@@ -107,8 +108,10 @@ def install(bundle, settings, say=log):
         fresh = not versions.is_finished(name)
         if fresh:
             prepare_version(archive, versions, settings.recipe, say)
-        say(f"gate: eval on {name} with its own environment")
-        gate = environment.run_gate(versions.version_dir(name))
+        images = settings.gate_images
+        say(f"gate: eval on {name} with its own environment"
+            + (f", on the first {images} test images" if images else ""))
+        gate = environment.run_gate(versions.version_dir(name), ("--images", str(images)) if images else ())
         checkpoint("gated")
         if not gate.passed:
             if fresh:

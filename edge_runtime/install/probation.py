@@ -8,8 +8,10 @@ For `seconds`, every `poll_seconds`:
 - Once serve's agreement window is full (enough shadowed requests to judge), its int8-float
   agreement must not be below serve's own threshold: the `below` flag and figures come from
   /api/info's live snapshot, so the threshold lives in serve alone (--min-agreement).
-Without a float reference on the device (the numpy engine, no shadowing), only readiness is
-checked; the verdict says so.
+Without a float reference on the device (the numpy engine, no shadowing), or when too few
+requests came to fill the window, only readiness is checked; the verdict says so. With
+`require_agreement` (install --require-agreement) that fails probation instead: a quiet device,
+or one that cannot shadow, proves nothing about agreement.
 """
 
 import dataclasses
@@ -29,6 +31,7 @@ class ProbationSettings:
     seconds: float = 600.0
     token: str | None = None
     poll_seconds: float = 1.0
+    require_agreement: bool = False  # fail unless the agreement window filled (and held)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,12 @@ def agreement_failure(live):
         return None
     return (f"int8-float agreement {100 * window['agreement']['value']:.2f}% over the last {window['filled']} "
             f"shadowed requests is below serve's threshold {100 * window['min_agreement']:.2f}%")
+
+
+def agreement_judged(live):
+    """True when serve's agreement window is full, so the agreement was judged."""
+    window = (live or {}).get("shadow", {}).get("window")
+    return bool(live and live.get("reference") is not None and window and window["filled"] >= window["size"])
 
 
 def shadow_summary(live):
@@ -113,4 +122,6 @@ def watch(settings, model_sha256s, log, clock=time.monotonic, sleep=time.sleep):
         sleep(min(settings.poll_seconds, max(0.0, deadline - clock())))
     if not ready_seen:
         return Verdict(False, f"not ready with the new version within {settings.seconds:g} s: {last_problem}")
+    if settings.require_agreement and not agreement_judged(live):
+        return Verdict(False, f"--require-agreement: {shadow_summary(live)}")
     return Verdict(True, f"ready for {settings.seconds:g} s; {shadow_summary(live)}")
