@@ -7,15 +7,19 @@ lines in pi/tasks.py, chroot and x86 running in pi/device.py, the rules in pi/ve
 
 On each "device" it does what docs/device.md tells that platform's users: unpack the bundle, create a
 venv, `pip install` the bundle's wheel (with an extra, or none over Debian's numpy), run `python -m
-edge_runtime eval|predict|bench`. Every device command has an x86 twin run here with the same
-arguments and the same interpreter version. Exit 1 with one line per broken rule, else 0.
+edge_runtime eval|predict|bench|serve`. Every device command has an x86 twin run here with the same
+arguments and the same interpreter version, except `mnist-edge install` (the "install" runs: three
+signed bundles made by pi/install_bundles.py from --artifacts, installed with a real serve on the
+device; their x86 side is tests/test_install_proof.py). Exit 1 with one line per broken rule, else 0.
 """
 
 import argparse
 import concurrent.futures
+import dataclasses
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -70,6 +74,8 @@ def run_x86_twins(x86, rows, wheel):
     records = {}
     for row in rows:
         for run in row.runs:
+            if run.kind == "install":
+                continue
             python = x86.python(row.venv(run.venv))
             key = tasks.twin_key(run, python)
             if key not in records:
@@ -78,6 +84,19 @@ def run_x86_twins(x86, rows, wheel):
     if reference["status"] != 0:
         raise CheckFailed(f"x86 LiteRT with reference kernels failed: {reference.get('error')}")
     return records, reference
+
+
+def make_install_bundles(x86_python, bundle, artifacts, output):
+    """pi/install_bundles.py with the workstation's Python (TensorFlow, for the outlier export); its seconds."""
+    started = time.monotonic()
+    result = subprocess.run([x86_python, "-m", "pi.install_bundles", "--bundle", str(bundle), "--artifacts",
+                             str(artifacts), "--output", str(output)], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=1800)
+    if result.returncode != 0:
+        raise CheckFailed(f"making the install runs' bundles failed: {device_module.last_line(result)}")
+    for line in result.stdout.splitlines():
+        log(f"install bundle {line}")
+    return time.monotonic() - started
 
 
 def install_row(device, row, bundle, scratch, wheel):
@@ -107,7 +126,13 @@ def main(argv=None):
     parser.add_argument("--rows", default=None, help=f"rows to check, comma-separated (default: every --rootfs): "
                                                      f"{', '.join(platforms.ROW_NAMES)}")
     parser.add_argument("--list-rows", action="store_true", help="print the row names, one a line, and exit")
+    parser.add_argument("--kinds", default=None,
+                        help="only these run kinds, comma-separated (eval, reference, predict, bench, serve, install): "
+                             "for working on one of them; the default, every run, is the check")
     parser.add_argument("--bundle", type=pathlib.Path, default=REPO_ROOT / "artifacts" / f"{device_module.BUNDLE}.tar.gz")
+    parser.add_argument("--artifacts", type=pathlib.Path, default=None,
+                        help="the export the bundle came from (its model.keras), for the install runs' bundles "
+                             "(default: the bundle's directory, where 'make bundle' writes it)")
     parser.add_argument("--x86-python", default=sys.executable, help="python of the workstation venv")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="device commands run at once")
     parser.add_argument("--max-steps", type=float, default=1.0,
@@ -121,6 +146,9 @@ def main(argv=None):
         rootfs = parse_rootfs(arguments.rootfs)
         names = arguments.rows.split(",") if arguments.rows else list(rootfs)
         rows = platforms.rows_named([name.strip() for name in names if name.strip()])
+        if arguments.kinds:
+            kinds = {kind.strip() for kind in arguments.kinds.split(",") if kind.strip()}
+            rows = tuple(dataclasses.replace(row, runs=tuple(run for run in row.runs if run.kind in kinds)) for row in rows)
     except ValueError as error:
         parser.error(str(error))
     missing = [row.name for row in rows if row.name not in rootfs]
@@ -133,11 +161,20 @@ def main(argv=None):
             scratch = pathlib.Path(scratch)
             wheel, truth = prepare_scratch(arguments.bundle, scratch, rows)
             x86 = device_module.X86(scratch, arguments.x86_python)
+            install_bundles = scratch / "install-bundles"
+            artifacts = arguments.artifacts or arguments.bundle.resolve().parent
+
+            def x86_work():
+                twins = run_x86_twins(x86, rows, wheel)
+                if any(run.kind == "install" for row in rows for run in row.runs):
+                    timings["install runs' bundles (x86)"] = make_install_bundles(
+                        arguments.x86_python, arguments.bundle, artifacts, install_bundles)
+                return twins
 
             # x86 twins (light) beside the device installs (network, then pip under emulation).
             step = time.monotonic()
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as x86_pool:
-                x86_future = x86_pool.submit(run_x86_twins, x86, rows, wheel)
+                x86_future = x86_pool.submit(x86_work)
                 setups = run_in_pool(arguments.jobs, {
                     row.name: (lambda row=row: install_row(devices[row.name], row, arguments.bundle, scratch, wheel))
                     for row in rows}, lambda name, setup: f"{name}: installed in {setup['seconds']:.0f} s")
@@ -151,7 +188,7 @@ def main(argv=None):
                 for run in row.runs:
                     work[(row.name, run.cpu, run.key)] = (
                         lambda row=row, run=run: tasks.execute(run, devices[row.name], devices[row.name].python(run.venv),
-                                                               f"outputs/{run.cpu}/{run.key}"))
+                                                               f"outputs/{run.cpu}/{run.key}", install_bundles))
             order = sorted(work, key=lambda key: -next(run.seconds for row in rows for run in row.runs
                                                        if (row.name, run.cpu, run.key) == key))
             device_records = run_in_pool(arguments.jobs, {key: work[key] for key in order},
@@ -163,7 +200,8 @@ def main(argv=None):
             for row in rows:
                 runs = []
                 for run in row.runs:
-                    twin = x86_records[tasks.twin_key(run, x86.python(row.venv(run.venv)))]
+                    twin = (None if run.kind == "install"  # no x86 twin: tests/test_install_proof.py is that side
+                            else x86_records[tasks.twin_key(run, x86.python(row.venv(run.venv)))])
                     runs.append((run, device_records[(row.name, run.cpu, run.key)], twin))
                 before = len(verdict.failures)
                 verdict.judge_row(row, devices[row.name].home, scratch, runs, x86_reference, setups[row.name]["cpuinfo"])

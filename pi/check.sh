@@ -3,6 +3,7 @@
 # bit for bit. Needs root (mounts, binfmt_misc, debootstrap); installs its host packages.
 #
 #   pi/check.sh [--bundle artifacts/mnist-edge-bundle.tar.gz] [--python .venv/bin/python]
+#               [--artifacts DIR: the bundle's export, for the install runs' bundles (default: the bundle's directory)]
 #               [--rows bookworm-arm64,trixie-arm64,bookworm-armhf,trixie-armhf,bookworm-armel] [pi.check options]
 #
 # Builds or reuses each row's cached rootfs (pi/rootfs.sh; missing ones are built in parallel),
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
         --bundle) BUNDLE=$2; shift 2 ;;
         --python) PYTHON=$2; shift 2 ;;
         --rows) ROWS=$2; shift 2 ;;
+        --artifacts) PASS+=(--artifacts "$(realpath "$2")"); shift 2 ;;
         *) PASS+=("$1"); shift ;;
     esac
 done

@@ -93,9 +93,10 @@ class X86:
     def python(self, venv):
         """The x86 python for a device venv: the workstation's for LiteRT, else a venv made by install_twins.
 
-        The `serve` extra (waitress, prometheus-client) does not change which: every twin has it.
+        The `serve` and `install` extras (waitress, prometheus-client; cryptography) do not change
+        which: every twin has them.
         """
-        return self.pythons[",".join(extra for extra in venv.extras.split(",") if extra and extra != "serve")]
+        return self.pythons[",".join(extra for extra in venv.extras.split(",") if extra and extra not in ("serve", "install"))]
 
     def install_twins(self, wheel):
         """The x86 twins of the other device installs, at the same versions as on the device.

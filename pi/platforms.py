@@ -43,9 +43,11 @@ class Run:
     """One device command with an x86 twin.
 
     kind: "eval" (accuracy and raw outputs), "reference" (eval with the interpreter's reference
-    kernels, MNIST_EDGE_TFLITE_KERNELS=reference), "predict" (PNG photos), "bench", or "serve" (the
+    kernels, MNIST_EDGE_TFLITE_KERNELS=reference), "predict" (PNG photos), "bench", "serve" (the
     HTTP service started on the device, its self-check on `images` test images, then the PNG photos
-    posted to /api/predict from this machine over loopback).
+    posted to /api/predict from this machine over loopback), or "install" (`mnist-edge install` of
+    three signed bundles as `plan` says, its gate on `images` test images: see InstallPlan).
+    Every kind but "install" has an x86 twin; install's x86 side is tests/test_install_proof.py.
     target: "int8" (the int8 .tflite alone: no float reference beside it, which would cost several
     times the int8 model under emulation) or "bundle" (docs/device.md's `eval mnist-edge-bundle/`).
     backend: forced with --backend, or None for the automatic choice.
@@ -58,11 +60,38 @@ class Run:
     images: int = FULL
     target: str = "int8"
     seconds: float = 60.0
+    plan: typing.Optional["InstallPlan"] = None  # kind "install" only
 
     @property
     def key(self):
         parts = [self.kind, self.target if self.kind == "eval" else None, self.backend or "auto", self.venv]
-        return "-".join(part for part in parts if part) + (f"-{self.images}" if self.kind in ("eval", "reference", "serve") else "")
+        return "-".join(part for part in parts if part) + (f"-{self.images}" if self.kind in ("eval", "reference", "serve", "install") else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallPlan:
+    """How a row's `install` run installs: the device's service and each version's venv recipe.
+
+    The run installs three signed bundles (pi/install_bundles.py) with the real `mnist-edge install`
+    of the run's venv, into ~/mnist-edge-root, each version getting its own venv by install's recipe
+    (`--extras`, `--system-site-packages`, pip constrained by `lock`), and a real `serve` restarted
+    by pi/service.py (no systemd in a chroot). The host posts real test images to that serve during
+    probation, to fill its agreement window. Expected: the trained bundle switched and through
+    probation (exit 0); the outlier export with the trained tolerance refused at the gate (exit 3);
+    the outlier export with its gate opened switched, then rolled back (exit 4): on live agreement
+    where serve shadows, on its start-up self-check where it cannot.
+    """
+
+    extras: str  # install --extras for the versions' venvs
+    system_site_packages: bool  # install --system-site-packages (Debian's numpy, Pillow)
+    lock: str  # constraints for the versions' pip, a file in pi/
+    shadowing: bool  # serve there runs the float reference beside the int8 model, so agreement is judged
+    serve_flags: str = ""  # the device's own flags in its service's command line, beside the common ones
+    self_check_images: int = 200  # serve --self-check-images
+    window: int = 20  # serve --agreement-window; the host posts window + FEED_EXTRA images
+    # Covers serve's start-up under emulation with room: ready 13 s after its restart on the Pi 4 row
+    # (LiteRT's import, int8 and float models on 200 images) with another run beside it.
+    probation_seconds: float = 75.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +114,10 @@ class Row:
         return tuple(dict.fromkeys(run.cpu for run in self.runs))
 
 
-# The serve extra (waitress, prometheus-client: pure Python) where a row runs `serve`.
-LITERT = Venv("litert", "edge,onnx,serve", False, "device-litert.lock")
+# The serve extra (waitress, prometheus-client: pure Python) where a row runs `serve`, and the install
+# extra (cryptography, for bundle signatures) where it runs `install`.
+LITERT = Venv("litert", "edge,onnx,serve,install", False, "device-litert.lock")
+GATE_IMAGES = 300  # install --gate-images: the whole bundle's eval (float reference too) costs minutes here
 TFLITE_RUNTIME = Venv("tflite-runtime", "tflite-runtime", True, "device-tflite-runtime.lock")
 
 
@@ -110,6 +141,10 @@ def pi4_and_pi5_runs():
         Run("eval", "tflite-runtime", "cortex-a76", "numpy", SUBSET, "int8", 94),
         Run("bench", "litert", "cortex-a72", seconds=23),
         Run("serve", "litert", "cortex-a72", None, REFERENCE_IMAGES, seconds=60),
+        # Versions get pip's LiteRT as docs/device.md's 64-bit recipe; serve shadows with the float
+        # TFLite model, so the outlier bundle is caught by its live int8-float agreement.
+        Run("install", "litert", "cortex-a72", None, GATE_IMAGES, seconds=400,
+            plan=InstallPlan("edge,serve", False, "device-litert.lock", shadowing=True)),
     ]
     return tuple(runs)
 
@@ -140,10 +175,18 @@ ROWS = (
         (Run("eval", "debian", "cortex-a7", None, SUBSET, "bundle", 90),
          Run("predict", "debian", "cortex-a7", seconds=20))),
     Row("bookworm-armel", "Pi 1, Zero, Zero W (ARMv6)", "32-bit bookworm armel (soft-float), Python 3.11",
-        (Venv("debian", "serve", True, "device-armel.lock"),),
+        (Venv("debian", "serve,install", True, "device-armel.lock"),),
         (Run("eval", "debian", "arm1176", None, FULL, "bundle", 204),
          Run("predict", "debian", "arm1176", seconds=30),
-         Run("serve", "debian", "arm1176", "numpy", REFERENCE_IMAGES, seconds=90)),
+         Run("serve", "debian", "arm1176", "numpy", REFERENCE_IMAGES, seconds=90),
+         # docs/device.md's armel recipe for each version (Debian's numpy, Pillow and cryptography).
+         # No float model runs here, so serve cannot shadow: this device's own service holds the
+         # int8 model to 1 point below the float accuracy the manifest records (--tolerance 1),
+         # whatever tolerance a bundle carries, and keeps answering with the failed self-check's
+         # reason on /readyz (503) instead of exiting, so probation fails at once with that reason.
+         Run("install", "debian", "arm1176", None, GATE_IMAGES, seconds=400,
+             plan=InstallPlan("serve", True, "device-armel.lock", shadowing=False,
+                              serve_flags="--tolerance 1 --allow-failed-self-check"))),
         rss_limit_mib=128.0),
 )
 ROW_NAMES = tuple(row.name for row in ROWS)

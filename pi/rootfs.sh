@@ -63,9 +63,11 @@ select_rootfs() {
         trixie-armhf)     # the current 32-bit Raspberry Pi OS's Debian: Python 3.13, numpy 2.2, Pillow 11.1
             SUITE=trixie ARCH=armhf QEMU=arm
             ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
-        bookworm-armel)   # 32-bit, ARMv5+ soft-float, which an ARMv6 runs: Python 3.11, numpy 1.24, Pillow 9.4
+        bookworm-armel)   # 32-bit, ARMv5+ soft-float, which an ARMv6 runs: Python 3.11, numpy 1.24, Pillow 9.4,
+                          # cryptography 38 for `install`'s signatures (pip has no armv6 wheel of it); its
+                          # cffi backend named too: debootstrap does not resolve the virtual package it depends on
             SUITE=bookworm ARCH=armel QEMU=arm
-            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,ca-certificates ;;
+            ROOTFS_PACKAGES=python3,python3-venv,python3-numpy,python3-pil,python3-cryptography,python3-cffi-backend,ca-certificates ;;
         *) die "unknown rootfs '$ROOTFS_NAME' (choose from: $ROOTFS_NAMES)" ;;
     esac
     BINFMT_CONF=/usr/lib/binfmt.d/qemu-$QEMU.conf

@@ -7,6 +7,7 @@ same command (the same numpy engine pass asked for by two rows) run once.
 
 import hashlib
 import json
+import os
 import pathlib
 import shutil
 import time
@@ -14,6 +15,7 @@ import time
 import numpy as np
 
 from pi import device as device_module, platforms
+from pi.device import log
 
 BUNDLE = device_module.BUNDLE
 BENCH_IMAGES = 256
@@ -105,14 +107,17 @@ def twin_key(run, x86_python):
     return hashlib.sha256(f"{x86_python}\n{environment}{arguments}".encode()).hexdigest()[:12]
 
 
-def execute(run, runner, python, outputs):
+def execute(run, runner, python, outputs, install_bundles=None):
     """Run `run` with `runner` (a Device or X86) and `python`; return its record.
 
     The record: key, cpu, seconds, exit status, the parsed --json output, whether XNNPACK was
     active, the outputs directory (relative to the runner's home), and the last stderr line on failure.
+    `install_bundles`: pi/install_bundles.py's output directory, for an "install" run (device only).
     """
     if run.kind == "serve":
         return serve_and_query(run, runner, python)
+    if run.kind == "install":
+        return install_three(run, runner, python, install_bundles)
     environment, arguments = arguments_for(run, outputs)
     result = runner.run(f"{environment}{python} -m edge_runtime {arguments}", run.cpu)
     record = {"key": run.key, "cpu": run.cpu, "seconds": round(result.seconds, 1), "status": result.returncode,
@@ -186,4 +191,178 @@ def serve_and_query(run, runner, python):
         record["xnnpack"] = "XNNPACK delegate" in server.log_text()
     if record["json"] is not None:
         record["json"]["exit"] = exit_status
+    return record
+
+
+# install runs ------------------------------------------------------------------------------------
+
+INSTALL_ROOT = "mnist-edge-root"  # in the device's home: install's --root
+SERVICE_FOLDER = "service"  # pi/service.py's folder: the service's pid and log
+FEED_EXTRA = 5  # images posted beyond serve's agreement window
+INSTALL_TIMEOUT = 1800  # seconds for one install under emulation (venv, pip, gate, probation)
+OUTCOMES = ("good", "gate-fails", "falls-live")  # pi/install_bundles.py's names, in the order installed
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def install_command(run, python, port, name):
+    """The device's `mnist-edge install` command line for the bundle `name`, and its service's command."""
+    plan, home = run.plan, device_module.HOME
+    root = f"{home}/{INSTALL_ROOT}"
+    serve = (f"{root}/current/venv/bin/mnist-edge serve {root}/current/bundle --port {port} --threads 1 "
+             f"--self-check-images {plan.self_check_images} --agreement-window {plan.window} {plan.serve_flags}").strip()
+    restart = f"python3 {home}/service.py restart {home}/{SERVICE_FOLDER} -- {serve}"
+    recipe = f"--extras '{plan.extras}'" + (" --system-site-packages" if plan.system_site_packages else "")
+    return (f"{python} -m edge_runtime install ~/install-bundles/{name}/{BUNDLE}.tar.gz --root ~/{INSTALL_ROOT} "
+            f"--trusted-keys ~/install-bundles/trusted-keys --gate-images {run.images} "
+            f"--restart-command '{restart}' --service-url http://127.0.0.1:{port} "
+            f"--probation-seconds {plan.probation_seconds:g} {recipe} --pip-option=--constraint={home}/{plan.lock}")
+
+
+def feed_when_serving(port, sha256, images, finished):
+    """Once serve answers /readyz 200 with the model `sha256`, POST each image as JSON pixels; return how many got 200.
+
+    Gives up (returning what it posted) when `finished()` says the install ended first, or when
+    that serve answers /readyz 503 (its self-check failed: nothing to feed).
+    """
+    import http.client
+
+    def ask(method, path, body=None):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    while not finished():
+        try:
+            status, body = ask("GET", "/api/info")
+            if status == 200 and json.loads(body).get("sha256") == sha256:
+                ready = ask("GET", "/readyz")[0]
+                if ready == 503:
+                    return 0
+                if ready == 200:
+                    break
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.5)
+    else:
+        return 0
+    answered = 0
+    for image in images:
+        if finished():
+            break
+        try:
+            status, _ = ask("POST", "/api/predict", json.dumps({"pixels": image.tolist()}).encode())
+        except (OSError, http.client.HTTPException):
+            break
+        answered += status == 200
+    return answered
+
+
+def serving(port, sha256, timeout):
+    """True once the service at `port` answers /readyz 200 and serves the model `sha256`, within `timeout` s."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=30) as response:
+                same = json.loads(response.read()).get("sha256") == sha256
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=30) as response:
+                if same and response.status == 200:
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def install_outcome(run, device, python, port, name, bundle, images):
+    """One `mnist-edge install` on the device, fed while it runs; its record (exit, log lines, `current`, seconds)."""
+    import subprocess
+    import threading
+
+    argv, variables, _ = device.launch(install_command(run, python, port, name), run.cpu)
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=variables, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fed = {"answered": 0}
+    feeder = threading.Thread(target=lambda: fed.update(answered=feed_when_serving(
+        port, bundle["int8_sha256"], images, lambda: process.poll() is not None)), daemon=True)
+    feeder.start()
+    try:
+        _, stderr = process.communicate(timeout=INSTALL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        stderr += f"\npi-check: install of {name} timed out after {INSTALL_TIMEOUT} s"
+    feeder.join(timeout=150)
+    current = pathlib.Path(device.home) / INSTALL_ROOT / "current"
+    return {"status": process.returncode, "seconds": round(time.monotonic() - started, 1),
+            "lines": [line for line in stderr.splitlines() if line.startswith("mnist-edge install: ")],
+            "last_stderr": (stderr.strip().splitlines() or ["no output"])[-1],
+            "current": os.readlink(current) if current.is_symlink() else None,
+            "identity": bundle["identity"], "fed": fed["answered"]}
+
+
+def install_three(run, device, python, bundles_dir):
+    """The install run: the three bundles of pi/install_bundles.py installed in order on the device.
+
+    Lays out ~/install-bundles (the signed tarballs, the trusted key), ~/service.py and the versions'
+    lock, starts from an empty ~/mnist-edge-root, and stops the service however it ends. The record's
+    json: {"outcomes": {name: install_outcome's record}, "status": `mnist-edge status --json` after,
+    "serving_good_again": whether the service answered ready with the good version's model after the
+    rollback, "port", "plan": the run's InstallPlan, "service_log": the service log's last lines}.
+    """
+    import dataclasses
+
+    home, bundles_dir = pathlib.Path(device.home), pathlib.Path(bundles_dir)
+    bundles = json.loads((bundles_dir / "bundles.json").read_text())
+    for stale in ("install-bundles", INSTALL_ROOT, SERVICE_FOLDER):
+        shutil.rmtree(home / stale, ignore_errors=True)
+    (home / "install-bundles").mkdir()
+    shutil.copy(bundles_dir / "trusted-keys", home / "install-bundles" / "trusted-keys")
+    for name in OUTCOMES:
+        (home / "install-bundles" / name).mkdir()
+        for source in (pathlib.Path(bundles[name]["path"]), pathlib.Path(bundles[name]["path"] + ".sig")):
+            shutil.copy(source, home / "install-bundles" / name / source.name)
+    shutil.copy(device_module.HERE / "service.py", home / "service.py")
+    shutil.copy(device_module.HERE / run.plan.lock, home / run.plan.lock)
+    with np.load(home / BUNDLE / "test_set.npz") as archive:
+        images = archive["x_test"][:run.plan.window + FEED_EXTRA]
+
+    port = free_port()
+    record = {"key": run.key, "cpu": run.cpu, "status": 0, "xnnpack": False, "outputs": None, "json": None}
+    started = time.monotonic()
+    outcomes = {}
+    try:
+        for name in OUTCOMES:
+            outcomes[name] = install_outcome(run, device, python, port, name, bundles[name], images)
+            log(f"{device.name} install {name}: exit {outcomes[name]['status']} in {outcomes[name]['seconds']:.0f} s: "
+                f"{(outcomes[name]['lines'] or [outcomes[name]['last_stderr']])[-1]}")
+        # After the rollback the service was restarted on the good version: it must serve it again.
+        again = serving(port, bundles["good"]["int8_sha256"], run.plan.probation_seconds)
+        status = device.run(f"{python} -m edge_runtime status --root ~/{INSTALL_ROOT} --json", run.cpu, timeout=300)
+        record["json"] = {"outcomes": outcomes, "port": port, "plan": dataclasses.asdict(run.plan),
+                          "serving_good_again": again,
+                          "status": json.loads(status.stdout) if status.returncode == 0 else None}
+    except (OSError, ValueError, device_module.CheckFailed) as error:
+        record["status"] = -1
+        record["error"] = f"{type(error).__name__}: {str(error)[-600:]}"
+    finally:
+        device.run(f"python3 ~/service.py stop ~/{SERVICE_FOLDER}", run.cpu, timeout=300)
+        record["seconds"] = round(time.monotonic() - started, 1)
+        service_log = home / SERVICE_FOLDER / "service.log"
+        if record["json"] is not None:
+            record["json"]["service_log"] = (service_log.read_text(errors="replace").splitlines()[-40:]
+                                             if service_log.is_file() else [])
     return record

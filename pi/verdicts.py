@@ -12,6 +12,14 @@ The rules, each a failure line when broken:
 - predict on PNG photos: x86's labels;
 - serve: ready (its self-check passed) with x86's self-check figures and model sha256; every PNG
   photo posted to /api/predict answered 200 with x86's label, counted in /metrics; exit 0 on SIGTERM;
+- install (no x86 twin; tests/test_install_proof.py is that side), three signed bundles in order:
+  the trained one switched and through probation (exit 0; "int8-float agreement 100.00% over the
+  last W shadowed requests" where serve shadows, "readiness checked only" where it cannot); the
+  outlier export with the trained tolerance refused at the gate with eval's FAILED line (exit 3);
+  the outlier export with its gate opened switched, then "rolled back to" the trained version
+  (exit 4): on its live agreement below serve's threshold where serve shadows, on /readyz's 503
+  (the device's serve --tolerance refusing it at start-up) where it cannot. `current` is the
+  trained version after each of the three, and after the last the service runs it again;
 - a row's RSS limit (the ARMv6 row: a Pi Zero has 512 MB): every eval's peak RSS, qemu included;
 - the emulated /proc/cpuinfo names the CPU asked for (its part number, or for ARMv6 its model).
 """
@@ -53,7 +61,7 @@ class Verdict:
         for run, ours, theirs in runs:
             what = f"{row.name} {run.cpu} {run.key}"
             broken = [f"{side} exit {record['status']}: {record.get('error')}"
-                      for side, record in (("device", ours), ("x86", theirs)) if record["status"] != 0]
+                      for side, record in (("device", ours), ("x86", theirs)) if record is not None and record["status"] != 0]
             if broken:
                 self.fail(f"{what}: {'; '.join(broken)}")
                 continue
@@ -63,6 +71,8 @@ class Verdict:
                 self.judge_predict(row, run, what, ours, theirs)
             elif run.kind == "serve":
                 self.judge_serve(row, run, what, ours, theirs)
+            elif run.kind == "install":
+                self.judge_install(row, run, what, ours)
             elif run.kind == "bench":
                 self.notes.append(f"{row.name} {run.cpu} bench: cold start to first prediction, peak RSS "
                                   f"{ours['json']['peak_rss_mib']:.1f} MiB emulated, {theirs['json']['peak_rss_mib']:.1f}"
@@ -151,6 +161,45 @@ class Verdict:
             problems.append(f"exit status {mine['exit']} after SIGTERM")
         for problem in problems:
             self.fail(f"{what}: {problem}")
+
+
+    def judge_install(self, row, run, what, ours):
+        answers, plan = ours["json"], run.plan
+        outcomes = answers["outcomes"]
+        good = outcomes["good"]["identity"]
+        expected = {
+            "good": (0, f"installed {good}: ready for {plan.probation_seconds:g} s; "
+                        + (f"int8-float agreement 100.00% over the last {plan.window} shadowed requests"
+                           if plan.shadowing else "no shadow agreement on this device (no float reference it can "
+                                                   "run): readiness checked only")),
+            "gate-fails": (3, f"refused at the gate, {good} stays current: FAILED: "),
+            "falls-live": (4, f"rolled back to {good}: "
+                              + ("int8-float agreement " if plan.shadowing else "http://127.0.0.1:")),
+        }
+        also = {"falls-live": (f"over the last {plan.window} shadowed requests is below serve's threshold"
+                               if plan.shadowing else "/readyz answers 503: ")}
+        for name, (status, start) in expected.items():
+            outcome = outcomes[name]
+            lines = [line.removeprefix("mnist-edge install: ") for line in outcome["lines"]]
+            quoted = [line for line in lines if line.startswith(start) and also.get(name, "") in line]
+            self.notes.append(f"{row.name} {run.cpu} install {name}: exit {outcome['status']} in {outcome['seconds']:.0f} s "
+                              f"({outcome['fed']} images posted): {quoted[0] if quoted else (lines or ['no line'])[-1]}")
+            if outcome["status"] != status:
+                self.fail(f"{what}: {name}: exit {outcome['status']}, expected {status}: "
+                          f"{(lines or [outcome['last_stderr']])[-1]}")
+            elif not quoted:
+                self.fail(f"{what}: {name}: no line starting {start!r}{' with ' + repr(also[name]) if name in also else ''}"
+                          f" in {lines}")
+            if outcome["current"] != f"versions/{good}":
+                self.fail(f"{what}: {name}: current is {outcome['current']}, expected versions/{good}")
+        status = answers["status"] or {}
+        if status.get("current") != good or (status.get("last") or {}).get("outcome") != "rolled-back":
+            self.fail(f"{what}: status after the three: current {status.get('current')}, last "
+                      f"{(status.get('last') or {}).get('outcome')}")
+        if not answers["serving_good_again"]:
+            self.fail(f"{what}: after the rollback the service did not answer ready with {good}'s model")
+        if plan.shadowing and outcomes["good"]["fed"] < plan.window:
+            self.fail(f"{what}: good: {outcomes['good']['fed']} images answered, the window needs {plan.window}")
 
 
 def outputs_text(line):

@@ -2,8 +2,10 @@
 
 Slow (see docs/pi-emulation.md for each row's cost) and needs root: it builds or reuses a rootfs per row (64-bit
 bookworm and trixie, 32-bit bookworm and trixie armhf, bookworm armel), installs the bundle there as docs/device.md tells
-that platform's users, and checks that eval, predict and bench give the x86 results. One check runs
-for the module; the tests read its summary. Skipped where the machine cannot emulate (not root, no
+that platform's users, and checks that eval, predict and bench give the x86 results, and that
+`mnist-edge install` switches, refuses at the gate and rolls back there (three signed bundles that
+pi/install_bundles.py makes from the trained export). One check runs for the module; the tests read
+its summary. Skipped where the machine cannot emulate (not root, no
 binfmt_misc, no debootstrap), except in CI, where that is a failure.
 """
 
@@ -35,10 +37,10 @@ def trained_bundle(trained, tmp_path_factory):
     return bundle
 
 
-def run_pi_check(bundle, summary_path):
+def run_pi_check(bundle, artifacts, summary_path):
     completed = subprocess.run(
-        ["bash", str(REPO_ROOT / "pi" / "check.sh"), "--bundle", str(bundle), "--python", sys.executable,
-         "--summary-json", str(summary_path)],
+        ["bash", str(REPO_ROOT / "pi" / "check.sh"), "--bundle", str(bundle), "--artifacts", str(artifacts),
+         "--python", sys.executable, "--summary-json", str(summary_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
     )
     print(completed.stdout)
@@ -47,8 +49,8 @@ def run_pi_check(bundle, summary_path):
 
 
 @pytest.fixture(scope="module")
-def summary(trained_bundle, tmp_path_factory):
-    return run_pi_check(trained_bundle, tmp_path_factory.mktemp("pi-check") / "pi-summary.json")
+def summary(trained_bundle, trained, tmp_path_factory):
+    return run_pi_check(trained_bundle, trained, tmp_path_factory.mktemp("pi-check") / "pi-summary.json")
 
 
 def lines_of(summary, row, **fields):
@@ -142,3 +144,66 @@ def test_serve_starts_on_the_emulated_pi_and_answers_the_host_over_loopback(summ
     assert served[next(key for key in served if key.startswith("bookworm-armel"))]["json"]["info"]["backend"] == "numpy"
     notes = [note for note in summary["notes"] if " serve (" in note]
     assert len(notes) == 2 and all("x86 serve: same answers" in note for note in notes), notes
+
+
+def install_record(summary, row):
+    (record,) = [record for key, record in summary["device"].items() if key.startswith(f"{row} ") and " install-" in key]
+    assert record["status"] == 0, record
+    return record
+
+
+def install_outcomes(summary, row):
+    """The install run of `row`: ({outcome name: its record}, the run's InstallPlan as a dict)."""
+    record = install_record(summary, row)
+    return record["json"]["outcomes"], record["json"]["plan"]
+
+
+def logged(outcome, start):
+    """The one line install logged that starts with `start` (after "mnist-edge install: ")."""
+    found = [line.removeprefix("mnist-edge install: ") for line in outcome["lines"]
+             if line.removeprefix("mnist-edge install: ").startswith(start)]
+    assert len(found) == 1, (start, outcome["lines"])
+    return found[0]
+
+
+def test_install_on_64_bit_pi_switches_refuses_at_the_gate_and_rolls_back_on_live_agreement(summary):
+    """bookworm-arm64, Pi 4, LiteRT: serve shadows with the float model, so the outlier bundle whose
+    gate was opened at export is caught by its live int8-float agreement after the switch."""
+    outcomes, plan = install_outcomes(summary, "bookworm-arm64")
+    good = outcomes["good"]["identity"]
+    assert [outcomes[name]["status"] for name in ("good", "gate-fails", "falls-live")] == [0, 3, 4]
+    assert all(outcome["current"] == f"versions/{good}" for outcome in outcomes.values()), outcomes
+    assert logged(outcomes["good"], "installed ").endswith(
+        f"int8-float agreement 100.00% over the last {plan['window']} shadowed requests")
+    assert "gate: eval on " in " ".join(outcomes["good"]["lines"]) and f"on the first {summary_gate(summary)} test images" \
+        in " ".join(outcomes["good"]["lines"])
+    refused = logged(outcomes["gate-fails"], f"refused at the gate, {good} stays current: FAILED: model_int8.tflite: ")
+    assert "points below the float model's" in refused
+    rolled = logged(outcomes["falls-live"], f"rolled back to {good}: int8-float agreement ")
+    assert rolled.endswith(f"over the last {plan['window']} shadowed requests is below serve's threshold 99.00%")
+    assert outcomes["falls-live"]["fed"] >= plan["window"]
+    assert install_record(summary, "bookworm-arm64")["json"]["serving_good_again"]
+
+
+def test_install_on_armv6_pi_checks_readiness_only_and_rolls_back_on_the_devices_own_tolerance(summary):
+    """bookworm-armel, Pi Zero, numpy engine: no float model runs, so serve cannot shadow. Probation
+    checks readiness only; the outlier bundle is refused by serve's start-up self-check under the
+    device's own --tolerance 1, /readyz answers 503 with the reason, and install rolls back."""
+    outcomes, plan = install_outcomes(summary, "bookworm-armel")
+    good = outcomes["good"]["identity"]
+    assert [outcomes[name]["status"] for name in ("good", "gate-fails", "falls-live")] == [0, 3, 4]
+    assert all(outcome["current"] == f"versions/{good}" for outcome in outcomes.values()), outcomes
+    assert "--tolerance 1" in plan["serve_flags"] and not plan["shadowing"]
+    assert logged(outcomes["good"], "installed ").endswith(
+        "no shadow agreement on this device (no float reference it can run): readiness checked only")
+    refused = logged(outcomes["gate-fails"], f"refused at the gate, {good} stays current: FAILED: model_int8.tflite: ")
+    assert "points below the float model's" in refused
+    rolled = logged(outcomes["falls-live"], f"rolled back to {good}: http://127.0.0.1:")
+    assert "/readyz answers 503: " in rolled and "(tolerance 1.00)" in rolled
+    assert install_record(summary, "bookworm-armel")["json"]["serving_good_again"]
+
+
+def summary_gate(summary):
+    """install --gate-images of the install runs (their key ends with it)."""
+    (images,) = {int(key.rsplit("-", 1)[1]) for key in summary["device"] if " install-" in key}
+    return images
