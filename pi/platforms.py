@@ -143,7 +143,7 @@ def pi4_and_pi5_runs():
         Run("serve", "litert", "cortex-a72", None, REFERENCE_IMAGES, seconds=60),
         # Versions get pip's LiteRT as docs/device.md's 64-bit recipe; serve shadows with the float
         # TFLite model, so the outlier bundle is caught by its live int8-float agreement.
-        Run("install", "litert", "cortex-a72", None, GATE_IMAGES, seconds=400,
+        Run("install", "litert", "cortex-a72", None, GATE_IMAGES, seconds=520,
             plan=InstallPlan("edge,serve", False, "device-litert.lock", shadowing=True)),
     ]
     return tuple(runs)
@@ -184,7 +184,7 @@ ROWS = (
          # int8 model to 1 point below the float accuracy the manifest records (--tolerance 1),
          # whatever tolerance a bundle carries, and keeps answering with the failed self-check's
          # reason on /readyz (503) instead of exiting, so probation fails at once with that reason.
-         Run("install", "debian", "arm1176", None, GATE_IMAGES, seconds=400,
+         Run("install", "debian", "arm1176", None, GATE_IMAGES, seconds=190,
              plan=InstallPlan("serve", True, "device-armel.lock", shadowing=False,
                               serve_flags="--tolerance 1 --allow-failed-self-check"))),
         rss_limit_mib=128.0),
