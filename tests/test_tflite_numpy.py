@@ -271,3 +271,17 @@ def test_all_10000_test_images_are_bit_exact_with_litert_reference_kernels(train
     got = np.concatenate([run(engine, batch[start:start + 256]) for start in range(0, len(batch), 256)])
     assert got.shape == (10000, 10)
     assert np.count_nonzero(got != expected) == 0
+
+
+def test_an_int8_model_loads_without_the_16x8_and_float_kernels(fixture_bundle):
+    """A Pi Zero pays the numpy engine's imports on every `predict`: a plain int8 model needs neither
+    the 16x8 nor the float kernels (nor sysconfig, read only on 32-bit ARM), so they are not imported."""
+    from tests.conftest import run_cli
+
+    program = ("import sys\nfrom edge_runtime.engine.interpreter import Interpreter\n"
+               "engine = Interpreter(model_path=sys.argv[1])\nengine.allocate_tensors()\n"
+               "print(sorted(name for name in ('edge_runtime.engine.kernels_16x8', 'edge_runtime.engine.float_kernels')"
+               " if name in sys.modules))\n")
+    result = run_cli("-c", program, str(fixture_bundle / "model_int8.tflite"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
