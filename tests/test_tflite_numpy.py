@@ -246,7 +246,9 @@ def test_soft_float_is_detected_from_the_interpreter_binary_then_the_triplet(mon
     write_elf_header(tmp_path / "python3", flags)
     monkeypatch.setattr(numpy_engine.platform, "machine", lambda: machine)
     monkeypatch.setattr(numpy_engine.sys, "executable", str(tmp_path / "python3"))
-    monkeypatch.setattr(numpy_engine.sysconfig, "get_config_var", lambda name: triplet)
+    import sysconfig  # imported by the engine only when it gets there
+
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: triplet)
     assert numpy_engine.soft_float_abi() is soft
     monkeypatch.delenv(numpy_engine.ARITHMETIC_ENVIRONMENT_VARIABLE, raising=False)
     assert numpy_engine.choose_arithmetic() == ("integer" if soft else "float")
