@@ -201,6 +201,10 @@ SERVICE_FOLDER = "service"  # pi/service.py's folder: the service's pid and log
 FEED_EXTRA = 5  # images posted beyond serve's agreement window
 INSTALL_TIMEOUT = 1800  # seconds for one install under emulation (venv, pip, gate, probation)
 OUTCOMES = ("good", "gate-fails", "falls-live")  # pi/install_bundles.py's names, in the order installed
+# Between the first two, the falls-live bundle's install is killed (SIGKILL, from install's own
+# checkpoint) in the middle of unpacking, on the device's file system: `current` must stay the good
+# version, and the falls-live install after it must get through the half-unpacked version it left.
+KILLED = ("killed-unpacking", "falls-live", "unpacking")  # (outcome name, bundle, install's checkpoint)
 
 
 def free_port():
@@ -287,12 +291,15 @@ def serving(port, sha256, timeout):
     return False
 
 
-def install_outcome(run, device, python, port, name, bundle, images):
-    """One `mnist-edge install` on the device, fed while it runs; its record (exit, log lines, `current`, seconds)."""
+def install_outcome(run, device, python, port, name, bundle, images, environment=None):
+    """One `mnist-edge install` on the device, fed while it runs; its record (exit, log lines, `current`, seconds).
+
+    `environment`: variables for the install (MNIST_EDGE_INSTALL_KILL_AT to kill it at a checkpoint).
+    """
     import subprocess
     import threading
 
-    argv, variables, _ = device.launch(install_command(run, python, port, name), run.cpu)
+    argv, variables, _ = device.launch(install_command(run, python, port, name), run.cpu, environment)
     started = time.monotonic()
     process = subprocess.Popen(argv, env=variables, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     fed = {"answered": 0}
@@ -315,7 +322,8 @@ def install_outcome(run, device, python, port, name, bundle, images):
 
 
 def install_three(run, device, python, bundles_dir):
-    """The install run: the three bundles of pi/install_bundles.py installed in order on the device.
+    """The install run: the three bundles of pi/install_bundles.py installed in order on the device,
+    with one more install, killed while unpacking, after the first (see KILLED).
 
     Lays out ~/install-bundles (the signed tarballs, the trusted key), ~/service.py and the versions'
     lock, starts from an empty ~/mnist-edge-root, and stops the service however it ends. The record's
@@ -345,8 +353,12 @@ def install_three(run, device, python, bundles_dir):
     started = time.monotonic()
     outcomes = {}
     try:
-        for name in OUTCOMES:
-            outcomes[name] = install_outcome(run, device, python, port, name, bundles[name], images)
+        killed, killed_bundle, checkpoint = KILLED
+        steps = [(OUTCOMES[0], OUTCOMES[0], None), (killed, killed_bundle, {"MNIST_EDGE_INSTALL_KILL_AT": checkpoint}),
+                 *((name, name, None) for name in OUTCOMES[1:])]
+        for name, bundle_name, environment in steps:
+            outcomes[name] = install_outcome(run, device, python, port, bundle_name, bundles[bundle_name], images,
+                                             environment)
             log(f"{device.name} install {name}: exit {outcomes[name]['status']} in {outcomes[name]['seconds']:.0f} s: "
                 f"{(outcomes[name]['lines'] or [outcomes[name]['last_stderr']])[-1]}")
         # After the rollback the service was restarted on the good version: it must serve it again.

@@ -198,6 +198,20 @@ class Verdict:
                       f"{(status.get('last') or {}).get('outcome')}")
         if not answers["serving_good_again"]:
             self.fail(f"{what}: after the rollback the service did not answer ready with {good}'s model")
+        killed = outcomes.get("killed-unpacking")
+        if killed is None:
+            self.fail(f"{what}: no install killed while unpacking")
+        else:
+            lines = [line.removeprefix("mnist-edge install: ") for line in killed["lines"]]
+            self.notes.append(f"{row.name} {run.cpu} install killed-unpacking: exit {killed['status']} in "
+                              f"{killed['seconds']:.0f} s, current {killed['current']}; last line: {(lines or ['none'])[-1]}")
+            # SIGKILL: the shell reports 128 + 9, or the process itself -9 when the shell exec'd it.
+            if killed["status"] not in (-9, 137):
+                self.fail(f"{what}: killed-unpacking: exit {killed['status']}, expected a SIGKILL (137)")
+            if killed["current"] != f"versions/{good}":
+                self.fail(f"{what}: killed-unpacking: current is {killed['current']}, expected versions/{good}")
+            if any(line.startswith(("installed ", "rolled back ")) for line in lines):
+                self.fail(f"{what}: killed-unpacking: it got further than unpacking: {lines}")
         if plan.shadowing and outcomes["good"]["fed"] < plan.window:
             self.fail(f"{what}: good: {outcomes['good']['fed']} images answered, the window needs {plan.window}")
 

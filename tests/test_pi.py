@@ -166,6 +166,16 @@ def logged(outcome, start):
     return found[0]
 
 
+def assert_killed_while_unpacking_left_the_good_version(outcomes, good):
+    """The install killed (SIGKILL) in the middle of unpacking: `current` is still the good version,
+    and the falls-live install after it went through the half-unpacked version (its exit 4 is checked
+    by the caller)."""
+    killed = outcomes["killed-unpacking"]
+    assert killed["status"] in (-9, 137) and killed["current"] == f"versions/{good}", killed
+    assert killed["lines"][-1].removeprefix("mnist-edge install: ").startswith("unpacking "), killed["lines"]
+    assert killed["identity"] == outcomes["falls-live"]["identity"]
+
+
 def test_install_on_64_bit_pi_switches_refuses_at_the_gate_and_rolls_back_on_live_agreement(summary):
     """bookworm-arm64, Pi 4, LiteRT: serve shadows with the float model, so the outlier bundle whose
     gate was opened at export is caught by its live int8-float agreement after the switch."""
@@ -182,6 +192,7 @@ def test_install_on_64_bit_pi_switches_refuses_at_the_gate_and_rolls_back_on_liv
     rolled = logged(outcomes["falls-live"], f"rolled back to {good}: int8-float agreement ")
     assert rolled.endswith(f"over the last {plan['window']} shadowed requests is below serve's threshold 99.00%")
     assert outcomes["falls-live"]["fed"] >= plan["window"]
+    assert_killed_while_unpacking_left_the_good_version(outcomes, good)
     assert install_record(summary, "bookworm-arm64")["json"]["serving_good_again"]
 
 
@@ -200,6 +211,7 @@ def test_install_on_armv6_pi_checks_readiness_only_and_rolls_back_on_the_devices
     assert "points below the float model's" in refused
     rolled = logged(outcomes["falls-live"], f"rolled back to {good}: http://127.0.0.1:")
     assert "/readyz answers 503: " in rolled and "(tolerance 1.00)" in rolled
+    assert_killed_while_unpacking_left_the_good_version(outcomes, good)
     assert install_record(summary, "bookworm-armel")["json"]["serving_good_again"]
 
 
