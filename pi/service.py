@@ -4,7 +4,7 @@
     python3 pi/service.py stop FOLDER
 
 The rootfs of `make pi-check` has no systemd running (a chroot), so `mnist-edge install
---restart-command` runs this with the device's own Python 3. `restart` stops the process it started
+--restart-command` runs this with the device's own Python 3; tests/test_install.py uses it on x86 too. `restart` stops the process it started
 last (SIGTERM as systemd sends it, SIGKILL after STOP_SECONDS), then starts COMMAND in a session of
 its own with stdin from /dev/null and stdout and stderr appended to FOLDER/service.log, and writes
 its pid to FOLDER/service.pid. `stop` does the first half. Copied into the device's home by pi/tasks.py.

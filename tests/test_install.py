@@ -1,5 +1,5 @@
 """`mnist-edge install`, `status` and `rollback` for real: signed bundles built by export.bundle, a venv
-per version, eval as the gate, a real `serve` restarted by tests/service_manager.py, probation fed
+per version, eval as the gate, a real `serve` restarted by pi/service.py (pi-check's stand-in for systemd), probation fed
 with real requests, kill -9 at every step, two installs at once, and a full disk.
 
 The bundles hold the small trained export checked in under tests/fixtures/bundle (conftest's
@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO_ROOT, require
 from serve_process import call_json
 
-SERVICE_MANAGER = REPO_ROOT / "tests" / "service_manager.py"
+SERVICE_MANAGER = REPO_ROOT / "pi" / "service.py"  # no systemd here, as in pi-check's chroot
 # Long enough for serve to start and the test to send its requests on a loaded machine (6 s was not).
 PROBATION_SECONDS = 12
 WINDOW = 20
